@@ -1,0 +1,106 @@
+"""Config validation against the JSON schema, with one-line errors naming the key.
+
+Used by the Snakefile before any job is planned. Defaults live in the schema files
+(``workflow/schemas/*.schema.yaml``) and are filled in here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from affinity_vae.errors import InputError
+
+
+def _registry(schema_dir: Path) -> Registry:
+    def retrieve(uri: str) -> Resource:
+        name = uri.rsplit("/", 1)[-1]
+        contents = yaml.safe_load((schema_dir / name).read_text())
+        # Without "$schema" the sub-schema is validated by the caller's (extended) class.
+        contents.pop("$schema", None)
+        return Resource.from_contents(contents, default_specification=DRAFT202012)
+
+    return Registry(retrieve=retrieve)
+
+
+def _key(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "<top level>"
+
+
+def schema_errors(config: dict[str, Any], schema_path: Path) -> list[str]:
+    """All schema violations of ``config``, one readable line each (empty when valid)."""
+    schema_path = Path(schema_path)
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = jsonschema.Draft202012Validator(schema, registry=_registry(schema_path.parent))
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            where = _key(err)
+            for k in extra:
+                full = k if where == "<top level>" else f"{where}.{k}"
+                lines.append(f"unknown config key '{full}' (allowed here: "
+                             f"{', '.join(sorted(err.schema.get('properties', {})))})")
+            continue
+        lines.append(f"config key '{_key(err)}': {err.message}")
+    return lines
+
+
+def check_config(config: dict[str, Any], schema_path: Path) -> None:
+    """Validate ``config`` in place and fill in the schema's defaults.
+
+    Raises:
+        InputError: one line naming the first offending key and how to fix it.
+    """
+    errors = schema_errors(config, schema_path)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InputError(f"{errors[0]}{more} -- fix it in your --configfile or --config")
+    fill_defaults(config, schema_path)
+    _check_semantics(config)
+
+
+def fill_defaults(config: dict[str, Any], schema_path: Path) -> None:
+    """Set every missing key that has a ``default`` in the schema (following ``$ref``)."""
+    schema_path = Path(schema_path)
+    base = jsonschema.Draft202012Validator
+    props_check = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if name not in instance:
+                    default = sub.get("default")
+                    if default is None and "$ref" in sub:
+                        default = validator._resolver.lookup(sub["$ref"]).contents.get("default")
+                    if default is not None or "default" in sub:
+                        instance[name] = copy.deepcopy(default)
+        yield from props_check(validator, props, instance, schema)
+
+    filler = jsonschema.validators.extend(base, {"properties": properties})
+    schema = yaml.safe_load(schema_path.read_text())
+    for _ in filler(schema, registry=_registry(schema_path.parent)).iter_errors(config):
+        pass  # already validated; iterating fills defaults at every depth
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    """Cross-field checks the schema cannot express."""
+    ds = config["dataset"]
+    if ds["source"] in ("shrec", "subtomo_folder"):
+        if not ds.get("path"):
+            raise InputError(f"config key 'dataset.path' is required when dataset.source is "
+                             f"'{ds['source']}' -- set it to the folder holding your data")
+        if not Path(ds["path"]).is_dir():
+            raise InputError(f"config key 'dataset.path': folder '{ds['path']}' does not exist "
+                             f"-- point it at your data folder")
+    st = config["structures"]
+    if st["source"] == "dir" and not (st.get("path") and Path(st["path"]).is_dir()):
+        raise InputError(f"config key 'structures.path': folder '{st.get('path')}' does not "
+                         f"exist -- point it at a folder of PDB/mmCIF/MRC files")

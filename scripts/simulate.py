@@ -1,0 +1,5 @@
+"""Rule entry point of stage `simulate`: see affinity_vae/simulate.py."""
+from affinity_vae.runner import run
+from affinity_vae.simulate import main
+
+run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
