@@ -1,0 +1,87 @@
+"""The config is validated against the schema before any job: defaults filled, bad keys named."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from affinity_vae.config import check_config
+from affinity_vae.errors import InputError
+
+from conftest import REPO, snakemake_cmd
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load(name: str = "config/config.yaml") -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def test_defaults_come_from_the_schema():
+    cfg = {}
+    check_config(cfg, SCHEMA)
+    assert cfg["run"] == "demo" and cfg["seed"] == 0 and cfg["device"] == "auto"
+    # nested defaults are filled through the per-stage schema files
+    assert cfg["structures"]["source"] == "generated"
+    assert cfg["dataset"]["splits"]["validation"] == []
+    every_section = {"run", "seed", "device", "structures", "dataset", "simulate", "denoise",
+                     "extract", "affinity", "model", "train", "evaluate", "report"}
+    assert every_section <= set(cfg)
+
+
+def test_explicit_values_win_over_defaults():
+    cfg = {"seed": 7, "simulate": {"n_tomograms": 5}}
+    check_config(cfg, SCHEMA)
+    assert cfg["seed"] == 7 and cfg["simulate"]["n_tomograms"] == 5
+
+
+@pytest.mark.parametrize("name", ["config/config.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load(name)
+    check_config(cfg, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"sede": 1}, "sede"),
+        ({"seed": "one"}, "seed"),
+        ({"structures": {"source": "pdbe"}}, "structures.source"),
+        ({"simulate": {"n_tomograms": 0}}, "simulate.n_tomograms"),
+        ({"dataset": {"splits": {"tset": []}}}, "dataset.splits.tset"),
+    ],
+)
+def test_bad_key_or_type_is_one_line_naming_the_key(patch, key):
+    cfg = copy.deepcopy(load())
+    for section, value in patch.items():
+        if isinstance(value, dict) and isinstance(cfg.get(section), dict):
+            cfg[section].update(value)
+        else:
+            cfg[section] = value
+    with pytest.raises(InputError) as err:
+        check_config(cfg, SCHEMA)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"'{key}'" in msg
+
+
+def test_missing_dataset_folder_is_named(tmp_path):
+    cfg = {"dataset": {"source": "shrec", "path": str(tmp_path / "nowhere")}}
+    with pytest.raises(InputError, match="dataset.path"):
+        check_config(cfg, SCHEMA)
+
+
+def test_snakemake_stops_before_any_job(tmp_path):
+    """A wrong key stops `snakemake` at parse time: non-zero exit, the key named, nothing run."""
+    proc = subprocess.run(
+        snakemake_cmd("-n", "--cores", "1", "--config", "run=cfgtest", "simulate={'n_tomogram': 2}"),
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "unknown config key 'simulate.n_tomogram'" in out
+    assert not (REPO / "results" / "cfgtest").exists()
