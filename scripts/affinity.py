@@ -1,4 +1,4 @@
-"""Rule entry point of stage `affinity`: see affinity_vae/affinity.py."""
+"""Rule entry point of stage `affinity` (rule affinity_method): see affinity_vae/affinity/."""
 from affinity_vae.runner import run
 from affinity_vae.affinity import main
 

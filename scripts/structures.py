@@ -1,4 +1,4 @@
-"""Rule entry point of stage `structures`: see affinity_vae/structures.py."""
+"""Rule entry point of stage `structures`: see affinity_vae/structures/build.py."""
 from affinity_vae.runner import run
 from affinity_vae.structures import main
 

@@ -1,4 +1,21 @@
-# Stage `affinity`: SOAP and FSC class-affinity matrices, and the matrix training uses.
+# Stage `affinity`: SOAP and FSC class-affinity matrices, and the matrix training uses
+# (affinity_vae/affinity/; config keys and measured numbers in docs/affinity.md).
+
+
+def affinity_source(wildcards):
+    """The matrix affinity.csv is made from: the chosen method's CSV, or affinity.path."""
+    if config["affinity"]["method"] == "file":
+        path = config["affinity"].get("path")
+        return {"user": path} if path else {}
+    return {"matrix": f"{RUN}/affinity/{config['affinity']['method']}.csv"}
+
+
+def affinity_targets():
+    """affinity.csv, plus both computed matrices unless the matrix comes from a file."""
+    out = [f"{RUN}/affinity/affinity.csv"]
+    if config["affinity"]["method"] != "file":
+        out += expand(f"{RUN}/affinity/{{method}}.csv", method=["soap", "fsc"])
+    return out
 
 
 rule affinity_method:
@@ -6,21 +23,50 @@ rule affinity_method:
         structures=f"{RUN}/structures",
     output:
         csv=f"{RUN}/affinity/{{method}}.csv",
-        png=f"{RUN}/affinity/{{method}}.png",
-    wildcard_constraints:
-        method="soap|fsc",
-    params:
-        affinity=config["affinity"],
+        png=report(
+            f"{RUN}/affinity/{{method}}.png",
+            category="Affinity",
+            labels={"matrix": "{method}"},
+        ),
     log:
         f"{LOGS}/affinity/{{method}}.log",
     benchmark:
         f"{BENCH}/affinity/{{method}}.tsv"
+    wildcard_constraints:
+        method="soap|fsc",
+    threads: 2
     conda:
         env("affinity")
+    params:
+        # only this method's settings, so changing one method does not re-run the other
+        affinity=lambda wildcards: {wildcards.method: config["affinity"][wildcards.method]},
+        seed=config["seed"],
     script:
         "../../scripts/affinity.py"
 
 
+rule affinity_matrix:
+    input:
+        unpack(affinity_source),
+    output:
+        csv=f"{RUN}/affinity/affinity.csv",
+        png=report(
+            f"{RUN}/affinity/affinity.png",
+            category="Affinity",
+            labels={"matrix": "used for training"},
+        ),
+    log:
+        f"{LOGS}/affinity/affinity.log",
+    benchmark:
+        f"{BENCH}/affinity/affinity.tsv"
+    conda:
+        env("affinity")
+    params:
+        affinity=config["affinity"],
+    script:
+        "../../scripts/affinity_matrix.py"
+
+
 rule affinity:
     input:
-        expand(f"{RUN}/affinity/{{method}}.csv", method=["soap", "fsc"]),
+        affinity_targets(),

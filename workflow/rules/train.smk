@@ -1,4 +1,10 @@
-# Stage `train`: the Affinity-VAE (variant avae) and the beta-VAE baseline (variant bvae).
+# Stage `train`: the Affinity-VAE (variant avae) and the beta-VAE baseline (variant bvae:
+# gamma 0 and pose_dims 0, everything else the same; trained when evaluate.baseline is true).
+
+
+def train_variants():
+    """avae, plus the bvae baseline unless evaluate.baseline is false."""
+    return ["avae", "bvae"] if config["evaluate"].get("baseline", True) else ["avae"]
 
 
 rule train_model:
@@ -9,24 +15,31 @@ rule train_model:
     output:
         model=f"{RUN}/model/{{variant}}/model.pt",
         history=f"{RUN}/model/{{variant}}/history.csv",
-        curves=f"{RUN}/model/{{variant}}/curves.png",
+        curves=report(
+            f"{RUN}/model/{{variant}}/curves.png",
+            category="Training",
+            labels={"variant": "{variant}", "figure": "training curves"},
+        ),
+    log:
+        f"{LOGS}/train/{{variant}}.log",
+    benchmark:
+        f"{BENCH}/train/{{variant}}.tsv"
     wildcard_constraints:
         variant="avae|bvae",
+    conda:
+        env("train")
+    threads: 2
+    resources:
+        mem_mb=6000,
     params:
         model=config["model"],
         train=config["train"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        f"{LOGS}/train/{{variant}}.log",
-    benchmark:
-        f"{BENCH}/train/{{variant}}.tsv"
-    conda:
-        env("train")
     script:
         "../../scripts/train.py"
 
 
 rule train:
     input:
-        expand(f"{RUN}/model/{{variant}}/model.pt", variant=["avae"]),
+        expand(f"{RUN}/model/{{variant}}/model.pt", variant=train_variants()),

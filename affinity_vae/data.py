@@ -1,0 +1,220 @@
+"""Subtomogram stacks for training and evaluation: loading, splits, labels, augmentation.
+
+The whole training set is one float32 tensor in memory; batches are index slices, and
+augmentation works on whole batches (no per-sample Python work in the training loop).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+import torch
+import torch.nn.functional as F
+
+from affinity_vae.errors import InputError
+from affinity_vae.io.mrc import read_volume
+
+SPLITS = ("train", "validation", "test", "unseen")
+
+
+def load_subtomos(stacks: Sequence[str | os.PathLike], stars: Sequence[str | os.PathLike]
+                  ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Read the extract stage's stacks and STAR tables (same order, one pair per tomogram).
+
+    Returns:
+        X: float32 (N, D, H, W) for volume stacks or (N, H, W) for image stacks, rows in the
+            order of the concatenated STAR tables.
+        table: the STAR rows (columns per the extract contract: avaeClass, avaeSplit,
+            rlnTomoName, rlnCoordinateX/Y/Z, ...), with a fresh 0..N-1 index.
+    Raises:
+        InputError: a stack/STAR pair of different lengths or box shapes, or a missing column.
+    """
+    if len(stacks) != len(stars):
+        raise ValueError(f"{len(stacks)} stacks but {len(stars)} STAR files")
+    arrays, tables, box = [], [], None
+    for stack, star in zip(stacks, stars):
+        data, _ = read_volume(stack)
+        table = starfile.read(star, always_dict=False)
+        if isinstance(table, dict):
+            table = next(iter(table.values()))
+        if not isinstance(table, pd.DataFrame):
+            table = pd.DataFrame(table)
+        for col in ("avaeClass", "avaeSplit"):
+            if col not in table.columns:
+                raise InputError(f"{star}: column {col} missing -- re-run `snakemake extract`")
+        if len(table) == 0:
+            continue
+        if len(table) == 1 and (data.ndim == 2 or data.shape[0] != 1):
+            data = data[None]  # MRC stores a stack of one box as a plain volume/image
+        if data.shape[0] != len(table):
+            raise InputError(f"{stack}: {data.shape[0]} boxes but {star} has {len(table)} rows "
+                             f"-- re-run `snakemake extract`")
+        if box is not None and data.shape[1:] != box:
+            raise InputError(f"{stack}: box {data.shape[1:]} differs from {box} of the other "
+                             f"stacks -- extract all tomograms with the same box_size")
+        box = data.shape[1:]
+        arrays.append(data)
+        tables.append(table)
+    if not arrays:
+        raise InputError(f"no particles in {', '.join(map(str, stars))} -- check extract's "
+                         f"class filter and the particle lists")
+    return (np.ascontiguousarray(np.concatenate(arrays), dtype=np.float32),
+            pd.concat(tables, ignore_index=True))
+
+
+def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.DataFrame:
+    """The affinity matrix (square DataFrame, class names on both axes) for ``classes``.
+
+    Uses the affinity stage's validator when importable, else reads the contract CSV directly.
+    Raises InputError when a class is missing or the matrix is malformed.
+    """
+    path = Path(path)
+    try:
+        from affinity_vae.affinity import read_affinity  # noqa: PLC0415
+    except ImportError:
+        read_affinity = None
+    if read_affinity is not None:
+        df = read_affinity(path, classes=list(classes))
+    else:
+        if not path.is_file():
+            raise InputError(f"{path}: affinity matrix not found -- run `snakemake affinity`")
+        df = pd.read_csv(path, index_col=0)
+        df.index = df.index.astype(str)
+        df.columns = df.columns.astype(str)
+        if list(df.index) != list(df.columns) or not np.isfinite(df.to_numpy(float)).all():
+            raise InputError(f"{path}: not a square affinity matrix with class names on both "
+                             f"axes -- re-run `snakemake affinity`")
+    missing = [c for c in classes if c not in df.index]
+    if missing:
+        raise InputError(f"{path}: affinity matrix lacks training class(es) {missing} -- add "
+                         f"them to the matrix or list them in dataset.unseen_classes")
+    return df.astype(np.float64)
+
+
+@dataclass
+class TrainingData:
+    """Training and validation tensors.
+
+    x: (N, 1, *box) float32; labels: (N,) long index into ``classes``; val_x, val_labels
+    likewise (may be empty); classes: training class names in affinity-matrix order;
+    affinity: (C, C) float32 tensor in that order.
+    """
+    x: torch.Tensor
+    labels: torch.Tensor
+    val_x: torch.Tensor
+    val_labels: torch.Tensor
+    classes: list[str]
+    affinity: torch.Tensor
+
+    @property
+    def box(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[2:])
+
+
+def training_data(X: np.ndarray, table: pd.DataFrame, affinity_path: str | os.PathLike,
+                  validation_fraction: float = 0.1, seed: int = 0) -> TrainingData:
+    """Select the train and validation particles (split column avaeSplit; test and unseen are
+    excluded), label them in affinity-matrix order and make tensors.
+
+    When no particle has split ``validation``, a ``validation_fraction`` of the training
+    particles (stratified by nothing, seeded) is held out instead.
+    """
+    split = table["avaeSplit"].astype(str).to_numpy()
+    bad = sorted(set(split) - set(SPLITS))
+    if bad:
+        raise InputError(f"STAR column avaeSplit has unknown value(s) {bad} -- expected "
+                         f"{'|'.join(SPLITS)}; re-run `snakemake extract`")
+    names = table["avaeClass"].astype(str).to_numpy()
+    tr, va = split == "train", split == "validation"
+    if not tr.any():
+        raise InputError("no training particles after filtering (every particle is test, "
+                         "validation or unseen) -- check dataset.splits and "
+                         "dataset.unseen_classes")
+    present = set(names[tr])
+    df = read_affinity_matrix(affinity_path, sorted(present))
+    classes = [c for c in df.index if c in present]
+    index = {c: i for i, c in enumerate(classes)}
+    va &= np.isin(names, classes)  # a validation class never seen in training can't be scored
+    tr_idx, va_idx = np.flatnonzero(tr), np.flatnonzero(va)
+    if len(va_idx) == 0 and validation_fraction > 0 and len(tr_idx) > 1:
+        rng = np.random.default_rng(seed)
+        n_val = max(1, int(round(validation_fraction * len(tr_idx))))
+        perm = rng.permutation(tr_idx)
+        va_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    X = X[:, None]
+
+    def lab(idx: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor([index[c] for c in names[idx]], dtype=torch.long)
+
+    aff = torch.tensor(df.loc[classes, classes].to_numpy(dtype=np.float32))
+    return TrainingData(torch.from_numpy(np.ascontiguousarray(X[tr_idx])), lab(tr_idx),
+                        torch.from_numpy(np.ascontiguousarray(X[va_idx])), lab(va_idx),
+                        classes, aff)
+
+
+def _cube_rotations() -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
+    """The 24 proper rotations of a cube as (axis permutation, flipped axes) of (z, y, x)."""
+    out = []
+    for perm in itertools.permutations(range(3)):
+        sign = np.linalg.det(np.eye(3)[list(perm)])
+        for flips in itertools.product((False, True), repeat=3):
+            if sign * (-1) ** sum(flips) > 0:
+                out.append((perm, tuple(i for i in range(3) if flips[i])))
+    return out
+
+
+CUBE_ROTATIONS = _cube_rotations()
+
+
+def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """Randomly rotate every box of a batch x (N, 1, *box).
+
+    mode ``none``; ``rot90``: a uniformly chosen element of the 90-degree rotation group
+    (24 in 3D, 4 in 2D; one op per group element present, not per sample; needs a cubic box);
+    ``any``: uniform random rotations by trilinear resampling (affine_grid/grid_sample).
+    """
+    if mode == "none":
+        return x
+    n, nd = x.shape[0], x.dim() - 2
+    if mode == "rot90":
+        if len(set(x.shape[2:])) != 1:
+            raise ValueError(f"rot90 augmentation needs a cubic/square box, got {x.shape[2:]}")
+        k = len(CUBE_ROTATIONS) if nd == 3 else 4
+        pick = torch.randint(k, (n,), generator=generator)
+        out = torch.empty_like(x)
+        for g in torch.unique(pick).tolist():
+            idx = (pick == g).nonzero().squeeze(1)
+            sub = x[idx]
+            if nd == 3:
+                perm, flips = CUBE_ROTATIONS[g]
+                sub = sub.permute(0, 1, *(2 + p for p in perm))
+                if flips:
+                    sub = sub.flip([2 + f for f in flips])
+            else:
+                sub = torch.rot90(sub, g, dims=(2, 3))
+            out[idx] = sub
+        return out
+    if mode == "any":
+        if nd == 3:
+            q = torch.randn(n, 4, generator=generator)
+            q = q / q.norm(dim=1, keepdim=True)
+            w, a, b, c = q.unbind(1)
+            rot = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
+                               2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
+                               2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
+                              1).view(n, 3, 3)
+        else:
+            t = torch.rand(n, generator=generator) * 2 * np.pi
+            rot = torch.stack([t.cos(), -t.sin(), t.sin(), t.cos()], 1).view(n, 2, 2)
+        theta = torch.cat([rot, rot.new_zeros(n, nd, 1)], dim=2).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=False)
+    raise ValueError(f"augmentation mode must be none, rot90 or any, got {mode!r}")

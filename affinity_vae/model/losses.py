@@ -1,0 +1,42 @@
+"""Loss terms of the Affinity-VAE (paper Eq. 1-2): reconstruction, KL and affinity."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, reduction: str = "mean"
+                        ) -> torch.Tensor:
+    """MSE; ``mean`` over every voxel, or ``sum`` over the voxels of a box averaged over the
+    batch."""
+    if reduction == "mean":
+        return F.mse_loss(x_hat, x, reduction="mean")
+    if reduction == "sum":
+        return F.mse_loss(x_hat, x, reduction="sum") / x.shape[0]
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims, averaged over the batch.
+
+    mu, logvar: (N, L). KL = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)).
+    """
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
+
+
+def affinity_loss(mu: torch.Tensor, labels: torch.Tensor, affinity: torch.Tensor
+                  ) -> torch.Tensor:
+    """S = mean over pairs i != j of |A[f(i), f(j)] - cos(mu_i, mu_j)|.
+
+    mu: (N, L) latent means; labels: (N,) long class indices into ``affinity`` (C, C).
+    Returns 0 for a batch of fewer than two samples.
+    """
+    n = mu.shape[0]
+    if n < 2:
+        return mu.sum() * 0.0
+    u = F.normalize(mu, dim=1, eps=1e-8)
+    cos = u @ u.T
+    target = affinity[labels][:, labels]
+    off = ~torch.eye(n, dtype=torch.bool, device=mu.device)
+    return (target - cos).abs()[off].mean()

@@ -1,0 +1,89 @@
+"""The Affinity-VAE: encoder -> (mu, logvar, pose) -> reparameterised z -> decoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from affinity_vae.errors import InputError
+from affinity_vae.model.decoders import CNNDecoder, GMDDecoder
+from affinity_vae.model.encoder import Encoder
+
+#: Architecture keys of config section ``model`` (defaults in workflow/schemas/model.schema.yaml).
+MODEL_DEFAULTS: dict[str, Any] = {
+    "decoder": "cnn", "latent_dims": 8, "pose_dims": 3, "channels": 8, "depth": 3,
+    "batch_norm": True, "n_gaussians": 256, "gmd_hidden": 256, "gmd_sigma_min": 0.5,
+    "gmd_sigma_max": 3.0, "gmd_convs": 0,
+}
+
+
+def check_architecture(cfg: dict[str, Any], box: tuple[int, ...]) -> dict[str, Any]:
+    """Fill defaults and check the model config against the box; returns the full config.
+
+    Raises:
+        InputError: box side not divisible by 2**depth, 2D/3D box mismatch, GMD pose_dims wrong.
+    """
+    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in cfg.items() if k in MODEL_DEFAULTS}}
+    box = tuple(int(s) for s in box)
+    if len(box) not in (2, 3):
+        raise InputError(f"subtomogram boxes must be 2D or 3D, got shape {box} -- check the "
+                         f"extract outputs")
+    step = 2 ** cfg["depth"]
+    if any(s % step for s in box):
+        raise InputError(f"config key 'model.depth': box {box} is not divisible by 2**depth = "
+                         f"{step} -- lower model.depth or change extract.box_size")
+    if cfg["decoder"] == "gmd":
+        need = 4 if len(box) == 3 else 1
+        if cfg["pose_dims"] not in (0, need):
+            raise InputError(f"config key 'model.pose_dims': the GMD decoder on {len(box)}D data "
+                             f"needs pose_dims {need} ({'theta + axis' if need == 4 else 'angle'})"
+                             f" (or 0 for no pose), got {cfg['pose_dims']} -- set it to {need}")
+    return cfg
+
+
+class AffinityVAE(nn.Module):
+    """Affinity-VAE on (N, 1, D, H, W) or (N, 1, H, W) float tensors.
+
+    ``encode(x) -> (mu, logvar, pose)`` with shapes (N, latent_dims), (N, latent_dims),
+    (N, pose_dims); ``decode(z, pose) -> x`` of the input shape; ``forward(x)`` returns
+    ``(x_hat, mu, logvar, pose)`` with z sampled in training mode and z = mu in eval mode.
+    """
+
+    def __init__(self, cfg: dict[str, Any], box: tuple[int, ...]):
+        super().__init__()
+        cfg = check_architecture(cfg, box)
+        self.config, self.box = cfg, tuple(int(s) for s in box)
+        self.latent_dims, self.pose_dims = cfg["latent_dims"], cfg["pose_dims"]
+        self.encoder = Encoder(self.box, cfg["channels"], cfg["depth"], cfg["latent_dims"],
+                               cfg["pose_dims"], cfg["batch_norm"])
+        if cfg["decoder"] == "cnn":
+            self.decoder = CNNDecoder(self.box, cfg["channels"], cfg["depth"],
+                                      cfg["latent_dims"], cfg["pose_dims"], cfg["batch_norm"])
+        elif cfg["decoder"] == "gmd":
+            self.decoder = GMDDecoder(self.box, cfg["latent_dims"], cfg["pose_dims"],
+                                      cfg["n_gaussians"], cfg["gmd_hidden"],
+                                      cfg["gmd_sigma_min"], cfg["gmd_sigma_max"],
+                                      cfg["gmd_convs"])
+        else:
+            raise InputError(f"config key 'model.decoder': unknown decoder {cfg['decoder']!r} "
+                             f"-- use cnn or gmd")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (N, 1, *box) -> mu (N, L), logvar (N, L), pose (N, P)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, L), pose (N, P) (None = zeros) -> reconstruction (N, 1, *box)."""
+        if pose is None:
+            pose = z.new_zeros(z.shape[0], self.pose_dims)
+        return self.decoder(z, pose)
+
+    def forward(self, x: torch.Tensor):
+        mu, logvar, pose = self.encode(x)
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        return self.decode(z, pose), mu, logvar, pose

@@ -1,0 +1,288 @@
+"""Stage `train`: fit the Affinity-VAE (variant avae) or the beta-VAE baseline (variant bvae).
+
+Loss per batch: recon + beta * KL + gamma * S (paper Eq. 1-2), beta and gamma annealed per epoch
+(affinity_vae.model.schedules). Checkpoints every ``train.checkpoint_every`` epochs go to
+``<model dir>/checkpoints/``; a re-run resumes from the newest checkpoint whose config hash
+matches, and ends with the same weights as an uninterrupted run (same seed, same threads).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from affinity_vae.data import TrainingData, augment, load_subtomos, training_data
+from affinity_vae.errors import InputError
+from affinity_vae.io.atomic import atomic_path
+from affinity_vae.io.mrc import read_voxel_size
+from affinity_vae.model import losses, schedules
+from affinity_vae.model.io import (load_checkpoint, load_state, rng_state, save_checkpoint,
+                                   save_trained, set_rng_state)
+from affinity_vae.model.vae import AffinityVAE, check_architecture
+
+log = logging.getLogger(__name__)
+
+#: Defaults of config section ``train`` (the schema workflow/schemas/train.schema.yaml is the
+#: user-facing source; these make the library usable without it).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 60, "batch_size": 32, "learning_rate": 2e-3, "optimizer": "adam",
+    "weight_decay": 0.0, "device": "inherit", "validation_fraction": 0.1,
+    "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
+    "beta": {"kind": "cosine", "min": 0.0, "max": 1e-3, "cycles": 2, "ratio": 0.5},
+    "gamma": {"kind": "flat", "min": 0.0, "max": 1.0, "cycles": 1, "ratio": 0.5},
+}
+#: Keys that do not change the result and so are not part of the checkpoint hash.
+_NOT_HASHED = ("checkpoint_every", "keep_checkpoints", "device")
+HISTORY_COLUMNS = ["epoch", "beta", "gamma", "train_recon", "train_kl", "train_affinity",
+                   "train_total", "val_recon", "val_kl", "val_affinity", "val_total", "seconds"]
+
+
+def train_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Config section ``train`` with defaults filled in (nested beta/gamma too)."""
+    out = copy.deepcopy(TRAIN_DEFAULTS)
+    for k, v in cfg.items():
+        out[k] = {**out[k], **v} if isinstance(out.get(k), dict) else v
+    return out
+
+
+def variant_configs(model_cfg: dict[str, Any], train_cfg: dict[str, Any], variant: str
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Configs of a variant: ``avae`` as given; ``bvae`` (beta-VAE baseline) with gamma 0 and
+    pose_dims 0, everything else the same."""
+    model_cfg, train_cfg = copy.deepcopy(dict(model_cfg)), train_config(dict(train_cfg))
+    if variant == "bvae":
+        model_cfg["pose_dims"] = 0
+        train_cfg["gamma"] = {**train_cfg["gamma"], "kind": "flat", "min": 0.0, "max": 0.0}
+    elif variant != "avae":
+        raise ValueError(f"variant must be avae or bvae, got {variant!r}")
+    return model_cfg, train_cfg
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("config key 'train.device' (or 'device') is cuda but no CUDA device "
+                         "is available -- set it to auto or cpu")
+    return torch.device(name)
+
+
+def config_hash(model_cfg: dict, train_cfg: dict, seed: int, data: TrainingData) -> str:
+    """Hash of everything that determines the trained weights (configs, seed, data)."""
+    h = hashlib.sha1()
+    tcfg = {k: v for k, v in train_cfg.items() if k not in _NOT_HASHED}
+    h.update(json.dumps([model_cfg, tcfg, seed, data.classes,
+                         data.affinity.tolist(), list(data.x.shape), list(data.val_x.shape)],
+                        sort_keys=True, default=str).encode())
+    for t in (data.x, data.labels, data.val_x, data.val_labels):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    kind, lr, wd = cfg["optimizer"], cfg["learning_rate"], cfg["weight_decay"]
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+    if kind == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+    raise InputError(f"config key 'train.optimizer': unknown {kind!r} -- use adam, adamw or sgd")
+
+
+def _checkpoints(folder: Path, key: str) -> list[tuple[int, Path]]:
+    """(epoch, path) of the checkpoints of this config hash, oldest first."""
+    out = []
+    for p in folder.glob(f"ckpt-{key}-e*.pt"):
+        m = re.fullmatch(rf"ckpt-{key}-e(\d+)\.pt", p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _losses(model, x, labels, affinity, cfg, beta, gamma):
+    x_hat, mu, logvar, _ = model(x)
+    rec = losses.reconstruction_loss(x_hat, x, cfg["recon_loss"])
+    kl = losses.kl_divergence(mu, logvar)
+    aff = losses.affinity_loss(mu, labels, affinity)
+    return rec, kl, aff, rec + beta * kl + gamma * aff
+
+
+def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: float,
+              gen: torch.Generator, device: torch.device) -> dict[str, float]:
+    """One pass over the shuffled training set; returns the sample-weighted mean losses."""
+    model.train()
+    n, bs = data.x.shape[0], cfg["batch_size"]
+    perm = torch.randperm(n, generator=gen)
+    affinity = data.affinity.to(device)
+    sums, seen = torch.zeros(4, dtype=torch.float64), 0
+    for start in range(0, n, bs):
+        idx = perm[start:start + bs]
+        if len(idx) < 2 and seen:   # batch-norm and the affinity term need >= 2 samples
+            break
+        xb = augment(data.x[idx], cfg["augment"], gen).to(device, non_blocking=True)
+        terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma)
+        opt.zero_grad(set_to_none=True)
+        terms[-1].backward()
+        opt.step()
+        sums += torch.stack([t.detach().double().cpu() for t in terms]) * len(idx)
+        seen += len(idx)
+    return dict(zip(("recon", "kl", "affinity", "total"), (sums / max(seen, 1)).tolist()))
+
+
+@torch.no_grad()
+def evaluate_losses(model, x, labels, affinity, cfg, beta, gamma, device,
+                    batch_size: int = 128) -> dict[str, float]:
+    """Mean losses on (x, labels) in eval mode (z = mu, no augmentation); NaN when empty."""
+    keys = ("recon", "kl", "affinity", "total")
+    if x.shape[0] == 0:
+        return dict.fromkeys(keys, float("nan"))
+    model.eval()
+    sums, n = torch.zeros(4, dtype=torch.float64), 0
+    for s in range(0, x.shape[0], batch_size):
+        xb, lb = x[s:s + batch_size].to(device), labels[s:s + batch_size].to(device)
+        terms = _losses(model, xb, lb, affinity.to(device), cfg, beta, gamma)
+        sums += torch.stack([t.double().cpu() for t in terms]) * len(xb)
+        n += len(xb)
+    return dict(zip(keys, (sums / n).tolist()))
+
+
+def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any], seed: int,
+        checkpoint_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+        progress: bool = True) -> tuple[AffinityVAE, pd.DataFrame]:
+    """Train a model on ``data``; resume from ``checkpoint_dir`` when it holds a checkpoint of
+    the same config hash. Returns the model (eval mode, on CPU) and the history
+    (one row per epoch, columns HISTORY_COLUMNS)."""
+    cfg = train_config(train_cfg)
+    model_cfg = check_architecture(model_cfg, data.box)
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = AffinityVAE(model_cfg, data.box).to(device)
+    opt = _make_optimizer(model, cfg)
+    epochs = int(cfg["epochs"])
+    betas, gammas = schedules.values(cfg["beta"], epochs), schedules.values(cfg["gamma"], epochs)
+    history: list[dict[str, float]] = []
+    start = 0
+    key = config_hash(model_cfg, cfg, seed, data)
+    folder = Path(checkpoint_dir) if checkpoint_dir else None
+    if folder is not None and (found := _checkpoints(folder, key)):
+        epoch, path = found[-1]
+        ck = load_checkpoint(path)
+        load_state(model, ck["model"], path)
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        gen.set_state(ck["generator"])
+        history = [dict(zip(ck["history"]["columns"], row)) for row in ck["history"]["rows"]]
+        start = int(ck["epoch"])
+        log.info("resuming from %s (epoch %d of %d)", path, start, epochs)
+    elif folder is not None and any(folder.glob("ckpt-*.pt")):
+        log.info("ignoring checkpoints in %s: they belong to a different config or data", folder)
+    log.info("training %s decoder, %d train / %d validation particles, %d classes, box %s, "
+             "%d epochs, device %s, %d thread(s)", model_cfg["decoder"], len(data.x),
+             len(data.val_x), len(data.classes), data.box, epochs, device, torch.get_num_threads())
+    bar = tqdm(range(start, epochs), desc="train", unit="epoch", disable=not progress,
+               initial=start, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        beta, gamma = betas[epoch], gammas[epoch]
+        tr = run_epoch(model, opt, data, cfg, beta, gamma, gen, device)
+        va = evaluate_losses(model, data.val_x, data.val_labels, data.affinity, cfg, beta,
+                             gamma, device)
+        if not math.isfinite(tr["total"]):
+            raise RuntimeError(f"loss became {tr['total']} at epoch {epoch + 1}; lower "
+                               f"train.learning_rate")
+        row = {"epoch": epoch + 1, "beta": beta, "gamma": gamma,
+               **{f"train_{k}": v for k, v in tr.items()},
+               **{f"val_{k}": v for k, v in va.items()}, "seconds": time.perf_counter() - t0}
+        history.append(row)
+        bar.set_postfix(recon=f"{tr['recon']:.4f}", aff=f"{tr['affinity']:.3f}")
+        log.info("epoch %d/%d  beta %.3g gamma %.3g  train recon %.4f kl %.3f affinity %.4f | "
+                 "val recon %.4f affinity %.4f  (%.1f s)", epoch + 1, epochs, beta, gamma,
+                 tr["recon"], tr["kl"], tr["affinity"], va["recon"], va["affinity"],
+                 row["seconds"])
+        done = epoch + 1
+        if folder is not None and done < epochs and done % max(1, cfg["checkpoint_every"]) == 0:
+            save_checkpoint(folder / f"ckpt-{key}-e{done:05d}.pt", {
+                "epoch": done, "config_hash": key, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "rng": rng_state(),
+                "generator": gen.get_state(),
+                "schedule": {"beta": cfg["beta"], "gamma": cfg["gamma"], "epochs": epochs},
+                "history": {"columns": HISTORY_COLUMNS,
+                            "rows": [[r[c] for c in HISTORY_COLUMNS] for r in history]}})
+            for _, old in _checkpoints(folder, key)[:-max(1, cfg["keep_checkpoints"])]:
+                old.unlink(missing_ok=True)
+    model = model.cpu().eval()
+    return model, pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
+    """Training curves (train solid, validation dashed) and the beta/gamma schedules."""
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, 5, figsize=(18, 3.4))
+    for ax, term in zip(axes, ("recon", "kl", "affinity", "total")):
+        ax.plot(history["epoch"], history[f"train_{term}"], label="train")
+        if history[f"val_{term}"].notna().any():
+            ax.plot(history["epoch"], history[f"val_{term}"], "--", label="validation")
+        ax.set(title=term, xlabel="epoch")
+        ax.legend(fontsize=8)
+    axes[4].plot(history["epoch"], history["beta"], label="beta")
+    axes[4].plot(history["epoch"], history["gamma"], label="gamma")
+    axes[4].set(title="loss weights", xlabel="epoch", yscale="symlog",
+                ylim=(0, None))
+    axes[4].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def main(smk: Any) -> None:
+    """Rule train_model: read subtomos + affinity, train variant ``smk.wildcards.variant``,
+    write model.pt, history.csv, curves.png."""
+    variant = smk.wildcards.variant
+    model_cfg, cfg = variant_configs(smk.params.model, smk.params.train, variant)
+    seed = int(smk.params.seed)
+    threads = max(1, int(smk.threads))
+    torch.set_num_threads(threads)
+    device = resolve_device(smk.params.device if cfg["device"] == "inherit" else cfg["device"])
+    X, table = load_subtomos(list(smk.input.stacks), list(smk.input.stars))
+    data = training_data(X, table, smk.input.affinity, cfg["validation_fraction"], seed)
+    model_cfg = check_architecture(model_cfg, data.box)
+    del X
+    out = Path(smk.output.model)
+    model, history = fit(data, model_cfg, cfg, seed, out.parent / "checkpoints", device)
+    meta = {"classes": data.classes, "variant": variant, "box": list(data.box),
+            "ndim": len(data.box), "latent_dims": model_cfg["latent_dims"],
+            "pose_dims": model_cfg["pose_dims"], "model": model_cfg, "train": cfg,
+            "affinity": data.affinity.tolist(), "seed": seed, "epochs": cfg["epochs"],
+            "voxel_size": read_voxel_size(smk.input.stacks[0]),
+            "n_train": int(len(data.x)), "n_validation": int(len(data.val_x))}
+    with atomic_path(smk.output.history) as tmp:
+        history.to_csv(tmp, index=False)
+    plot_curves(history, smk.output.curves, f"{variant}: {model_cfg['decoder']} decoder")
+    save_trained(out, model, meta)
+    for p in (out.parent / "checkpoints").glob("ckpt-*.pt"):
+        p.unlink()
+    log.info("wrote %s (%d epochs)", out, len(history))

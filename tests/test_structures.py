@@ -1,0 +1,308 @@
+"""Stage `structures`: the generator, the dir / rcsb sources, density maps, bad input."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import gemmi
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import ndimage
+
+from affinity_vae.config import check_config
+from affinity_vae.errors import InputError
+from affinity_vae.io.mrc import read_volume, write_volume
+from affinity_vae.structures import build_structures, main
+from affinity_vae.structures.density import centre_map, model_density
+from affinity_vae.structures.generate import CATALOGUE, Molecule, generate_molecule
+from affinity_vae.structures.sources import molecule_to_structure, read_model
+
+VOXEL = 10.0
+
+
+def _com_offset(vol: np.ndarray) -> np.ndarray:
+    """Centre of mass minus the central voxel n//2, in voxels (z, y, x)."""
+    return np.asarray(ndimage.center_of_mass(np.clip(vol, 0, None))) - np.array(vol.shape) // 2
+
+
+def _nothing_written(out: Path) -> bool:
+    return not out.exists() and not list(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+# ------------------------------------------------------------------ generator
+def test_generator_is_deterministic_under_the_seed():
+    a = generate_molecule("dumbbell_asym", seed=7)
+    b = generate_molecule("dumbbell_asym", seed=7)
+    c = generate_molecule("dumbbell_asym", seed=8)
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+    np.testing.assert_array_equal(a.elements, b.elements)
+    assert a.xyz.shape != c.xyz.shape or not np.allclose(a.xyz, c.xyz)
+    assert set(a.elements) <= {"C", "N", "O", "S"}
+    assert np.mean(a.elements == "C") == pytest.approx(0.63, abs=0.05)
+
+
+def test_catalogue_spans_5_to_25_nm_with_near_twins():
+    assert len(CATALOGUE) >= 10
+    diam = {n: 2 * np.linalg.norm(generate_molecule(n).xyz, axis=1).max() / 10 for n in CATALOGUE}
+    assert min(diam.values()) == pytest.approx(5, abs=1)
+    assert max(diam.values()) == pytest.approx(25, abs=1.5)
+    for a, b in [("ring6", "ring7"), ("rod_short", "rod_long"), ("barrel", "barrel_capped")]:
+        assert CATALOGUE[a].family == CATALOGUE[b].family
+    # twins differ by a little, not a lot: ring7 has 7/6 of ring6's subunits
+    n6, n7 = len(generate_molecule("ring6").xyz), len(generate_molecule("ring7").xyz)
+    assert n7 / n6 == pytest.approx(7 / 6, rel=0.05)
+
+
+def test_generated_folder_is_identical_for_the_same_seed(tmp_path):
+    cfg = {"source": "generated", "classes": ["globule", "ring5"]}
+    build_structures(cfg, VOXEL, 3, tmp_path / "a")
+    build_structures(cfg, VOXEL, 3, tmp_path / "b")
+    for name in ("globule.pdb", "ring5.pdb", "manifest.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for name in ("globule.mrc", "ring5.mrc"):  # (the MRC label holds a time stamp)
+        np.testing.assert_array_equal(read_volume(tmp_path / "a" / name)[0],
+                                      read_volume(tmp_path / "b" / name)[0])
+
+
+# ------------------------------------------------------------------ density
+@pytest.mark.parametrize("voxel", [10.0, 7.0])
+def test_density_is_centred_cubic_and_conserves_electrons(voxel):
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(300, 3)) * [30, 10, 5] + [40.0, -12.0, 7.0]  # off-centre, elongated
+    elements = rng.choice(["C", "N", "O", "S"], size=300)
+    st = molecule_to_structure(Molecule("blob", "test", xyz, elements, 1.0))
+    vol, radius = model_density(st, voxel)
+    assert vol.dtype == np.float32 and vol.ndim == 3 and len(set(vol.shape)) == 1
+    assert vol.shape[0] % 2 == 0
+    assert np.abs(_com_offset(vol)).max() < 0.05
+    electrons = sum(gemmi.Element(e).atomic_number for e in elements)
+    assert vol.sum() * voxel**3 == pytest.approx(electrons, rel=0.01)
+    assert vol[0].max() < 1e-3 * vol.max()  # the box has an empty margin
+    # the atoms were moved to overlay the map: their centroid sits at the central voxel
+    pos = np.array([c.atom.pos.tolist() for c in st[0].all()])
+    assert radius == pytest.approx(np.linalg.norm(pos - pos.mean(0), axis=1).max(), rel=0.05)
+
+
+def test_mass_grows_with_atom_count():
+    sums = []
+    for name in ("globule", "ring5", "ring6", "ring7"):
+        mol = generate_molecule(name)
+        vol, _ = model_density(molecule_to_structure(mol), VOXEL, multiplicity=mol.multiplicity)
+        sums.append((len(mol.xyz), vol.sum()))
+    n, s = np.array(sums).T
+    assert np.all(np.diff(n) > 0) and np.all(np.diff(s) > 0)
+    per_atom = s / n  # ~ 8 heavy atoms x ~7 electrons per pseudo-atom
+    assert per_atom.std() / per_atom.mean() < 0.05
+
+
+def test_given_map_is_resampled_and_centred():
+    vol = np.zeros((40, 50, 60), np.float32)
+    vol[10:16, 30:34, 20:30] = 1.0  # off-centre block, 5 A voxels
+    out, radius = centre_map(vol, 5.0, VOXEL)
+    assert len(set(out.shape)) == 1
+    assert np.abs(_com_offset(out)).max() < 0.1
+    assert out.sum() * VOXEL**3 == pytest.approx(vol.sum() * 5.0**3, rel=0.05)
+    assert 10 < radius < 50
+
+
+def test_generated_pdb_round_trips_its_pseudo_atom_weight(tmp_path):
+    man = build_structures({"source": "generated", "classes": ["cage", "octa"]}, VOXEL, 0,
+                           tmp_path / "s")
+    assert list(man["class"]) == ["cage", "octa"] and man["has_atoms"].all()
+    st, mult = read_model(tmp_path / "s" / "cage.pdb")
+    assert mult == pytest.approx(8.0)
+    vol, _ = model_density(st, VOXEL, multiplicity=mult)
+    ref, vox = read_volume(tmp_path / "s" / "cage.mrc")
+    assert vox == VOXEL and ref.shape == vol.shape
+    np.testing.assert_allclose(vol, ref, atol=1e-4 * ref.max())
+
+
+# ------------------------------------------------------------------ dir source
+def test_dir_source_on_the_shrec_structures(shrec_structures, tmp_path):
+    cfg = {"source": "dir", "path": str(shrec_structures), "classes": ["3qm1", "1s3x", "4cr2"]}
+    out = tmp_path / "structures"
+    man = build_structures(cfg, VOXEL, 0, out).set_index("class")
+    assert list(man.index) == ["1s3x", "3qm1", "4cr2"]
+    # 3qm1 deposits one chain and a BIOMT dimer: the assembly has twice the atoms
+    deposited = gemmi.read_structure(str(shrec_structures / "pdb" / "3qm1.pdb"))
+    deposited.remove_hydrogens()
+    deposited.remove_waters()
+    assert man.loc["3qm1", "n_atoms"] == 2 * deposited[0].count_atom_sites()
+    assert man.loc["3qm1", "family"] == "small" and man.loc["4cr2", "family"] == "large"
+    # 4cr2 has only a map: included, no PDB, centred, brought to the computed maps' scale
+    assert not man.loc["4cr2", "has_atoms"] and man.loc["4cr2", "n_atoms"] == 0
+    assert not (out / "4cr2.pdb").exists() and (out / "3qm1.pdb").exists()
+    peaks = {}
+    for c in man.index:
+        vol, vox = read_volume(out / f"{c}.mrc")
+        assert vox == VOXEL and len(set(vol.shape)) == 1
+        assert np.abs(_com_offset(vol)).max() < 0.1
+        peaks[c] = vol.max()
+    assert peaks["4cr2"] == pytest.approx(np.median([peaks["1s3x"], peaks["3qm1"]]), rel=1e-3)
+    assert man.loc["4cr2", "radius_A"] > 2 * man.loc["3qm1", "radius_A"]  # the 26S proteasome
+    assert list(pd.read_csv(out / "manifest.csv").columns) == [
+        "class", "family", "source", "n_atoms", "radius_A", "has_atoms"]
+
+
+def test_mmcif_and_pdb_of_one_entry_give_the_same_assembly(shrec_structures, tmp_path):
+    st = gemmi.read_structure(str(shrec_structures / "pdb" / "3qm1.pdb"))
+    st.setup_entities()
+    st.make_mmcif_document().write_file(str(tmp_path / "3qm1.cif"))
+    from_cif, _ = read_model(tmp_path / "3qm1.cif")
+    from_pdb, _ = read_model(shrec_structures / "pdb" / "3qm1.pdb")
+    assert from_cif[0].count_atom_sites() == from_pdb[0].count_atom_sites()
+    assert len(from_cif[0]) == 2  # the BIOMT/pdbx dimer
+
+
+# ------------------------------------------------------------------ rcsb source
+class _Server:
+    """A loopback HTTP server answering /<ID>-assembly1.cif or /<ID>.cif from the shared PDBs."""
+
+    def __init__(self, pdb_dir: Path, assembly_ids: set[str]):
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                server.requests.append(self.path)
+                name = self.path.rsplit("/", 1)[-1]
+                pid = name.split("-")[0].split(".")[0].lower()
+                ok = (pdb_dir / f"{pid}.pdb").is_file() and (
+                    name.endswith("-assembly1.cif") == (pid in assembly_ids))
+                if not ok:
+                    self.send_error(404)
+                    return
+                body = (pdb_dir / f"{pid}.pdb").read_bytes()  # PDB text, sniffed by the reader
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/download"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def rcsb_server(shrec_structures):
+    server = _Server(shrec_structures / "pdb", assembly_ids={"3qm1"})
+    yield server
+    server.close()
+
+
+def test_rcsb_downloads_once_and_uses_the_cache(rcsb_server, tmp_path):
+    cfg = {"source": "rcsb", "ids": ["3QM1", "1s3x"], "rcsb_url": rcsb_server.url,
+           "cache": str(tmp_path / "cache")}
+    man = build_structures(cfg, VOXEL, 0, tmp_path / "a").set_index("class")
+    # 3qm1 from its assembly file; 1s3x has none here and falls back to <ID>.cif
+    assert sorted(rcsb_server.requests) == sorted(
+        ["/download/3QM1-assembly1.cif", "/download/1S3X-assembly1.cif", "/download/1S3X.cif"])
+    assert (tmp_path / "cache" / "3QM1-assembly1.cif").is_file()
+    assert list(man.index) == ["1s3x", "3qm1"] and set(man["source"]) == {"rcsb"}
+    n_before = len(rcsb_server.requests)
+    man2 = build_structures(cfg, VOXEL, 0, tmp_path / "b").set_index("class")
+    assert len(rcsb_server.requests) == n_before  # second run: no request at all
+    pd.testing.assert_frame_equal(man, man2)
+
+
+def test_rcsb_offline_is_one_clear_line(tmp_path):
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = {"source": "rcsb", "ids": ["1bxn", "1qvr"], "rcsb_url": f"http://127.0.0.1:{port}",
+           "cache": str(tmp_path / "cache")}
+    out = tmp_path / "s"
+    with pytest.raises(InputError, match=r"cannot reach .*1BXN.*structures.source: dir") as e:
+        build_structures(cfg, VOXEL, 0, out)
+    assert "\n" not in str(e.value) and _nothing_written(out)
+    assert not list(tmp_path.glob("cache/*"))  # nothing half-downloaded in the cache
+
+
+# ------------------------------------------------------------------ bad input
+def test_unknown_structure_source_is_rejected_by_the_schema(repo):
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config["structures"]["source"] = "pdbe"
+    with pytest.raises(InputError, match=r"structures\.source.*generated") as e:
+        check_config(config, repo / "workflow" / "schemas" / "config.schema.yaml")
+    assert "\n" not in str(e.value)
+
+
+def _dir_with(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return d
+
+
+def _bad(cfg: dict, out: Path, pattern: str) -> None:
+    with pytest.raises(InputError, match=pattern) as e:
+        build_structures(cfg, VOXEL, 0, out)
+    assert "\n" not in str(e.value) and " -- " in str(e.value)  # one line, with the fix
+    assert _nothing_written(out)
+
+
+@pytest.fixture()
+def good_pdb(shrec_structures) -> bytes:
+    return (shrec_structures / "pdb" / "1s3x.pdb").read_bytes()
+
+
+def test_missing_pdb_names_the_class_and_folder(tmp_path, good_pdb):
+    d = _dir_with(tmp_path, {"1s3x.pdb": good_pdb, "other.pdb": good_pdb})
+    _bad({"source": "dir", "path": str(d), "classes": ["1s3x", "1bxn"]}, tmp_path / "s",
+         r"structures\.classes.*'1bxn'.*" + str(d))
+
+
+def test_empty_pdb(tmp_path, good_pdb):
+    d = _dir_with(tmp_path, {"1s3x.pdb": good_pdb, "empty.pdb": b""})
+    _bad({"source": "dir", "path": str(d)}, tmp_path / "s", r"empty\.pdb: empty structure file")
+
+
+def test_pdb_without_atoms(tmp_path, good_pdb):
+    d = _dir_with(tmp_path, {"1s3x.pdb": good_pdb,
+                             "noatoms.pdb": b"HEADER    NOTHING\nREMARK   1 NO ATOMS HERE\nEND\n"})
+    _bad({"source": "dir", "path": str(d)}, tmp_path / "s", r"noatoms\.pdb: .*no atoms")
+
+
+@pytest.mark.parametrize("bad_id", ["1bx", "1bxn!", "abcd", "1bxn5"])
+def test_malformed_pdb_id_fails_before_any_download(rcsb_server, tmp_path, bad_id):
+    cfg = {"source": "rcsb", "ids": ["3qm1", bad_id], "rcsb_url": rcsb_server.url,
+           "cache": str(tmp_path / "cache")}
+    _bad(cfg, tmp_path / "s", rf"structures\.ids.*'{bad_id}' is not a PDB ID")
+    assert rcsb_server.requests == []
+
+
+def test_truncated_mrc(tmp_path, good_pdb):
+    d = _dir_with(tmp_path, {"1s3x.pdb": good_pdb})
+    write_volume(d / "big.mrc", np.ones((24, 24, 24), np.float32), VOXEL)
+    data = (d / "big.mrc").read_bytes()
+    (d / "big.mrc").write_bytes(data[: len(data) // 2])
+    _bad({"source": "dir", "path": str(d)}, tmp_path / "s", r"big\.mrc: corrupt or truncated")
+
+
+def test_rule_entry_exits_non_zero_with_one_line(tmp_path, capsys):
+    d = _dir_with(tmp_path, {"a.pdb": b"", "b.pdb": b""})
+    out = tmp_path / "structures"
+    smk = SimpleNamespace(input=[], output=[str(out)], log=[str(tmp_path / "s.log")], threads=1,
+                          rule="structures_build", params=SimpleNamespace(
+                              structures={"source": "dir", "path": str(d)}, voxel_size=VOXEL,
+                              seed=0))
+    from affinity_vae.runner import run
+
+    with pytest.raises(SystemExit) as e:
+        run(smk, main)
+    assert e.value.code != 0 and _nothing_written(out)
+    assert "a.pdb: empty structure file" in (tmp_path / "s.log").read_text()
