@@ -101,6 +101,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise InputError(f"config key 'dataset.path': folder '{ds['path']}' does not exist "
                              f"-- point it at your data folder")
     st = config["structures"]
+    from affinity_vae.structures.checks import check_structures_config  # no heavy imports
+
+    check_structures_config(st, ds["voxel_size"])
     if st["source"] == "dir" and not (st.get("path") and Path(st["path"]).is_dir()):
         raise InputError(f"config key 'structures.path': folder '{st.get('path')}' does not "
                          f"exist -- point it at a folder of PDB/mmCIF/MRC files")

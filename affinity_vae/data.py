@@ -70,9 +70,11 @@ def load_subtomos(stacks: Sequence[str | os.PathLike], stars: Sequence[str | os.
 
 
 def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.DataFrame:
-    """The affinity matrix (square DataFrame, class names on both axes) for ``classes``.
+    """The affinity matrix (square DataFrame, class names on both axes, the file's order) after
+    checking that every one of ``classes`` is present.
 
-    Uses the affinity stage's validator when importable, else reads the contract CSV directly.
+    Uses the affinity stage's validator (affinity_vae.affinity.read_affinity) when importable,
+    else reads the contract CSV directly.
     Raises InputError when a class is missing or the matrix is malformed.
     """
     path = Path(path)
@@ -81,7 +83,7 @@ def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.
     except ImportError:
         read_affinity = None
     if read_affinity is not None:
-        df = read_affinity(path, classes=list(classes))
+        df = read_affinity(path)  # validated, in the file's class order
     else:
         if not path.is_file():
             raise InputError(f"{path}: affinity matrix not found -- run `snakemake affinity`")

@@ -1,4 +1,4 @@
-"""Stage `extract`: boxes land on the particles, the STAR angles are right, edges, import, errors."""
+"""Stage `extract`: boxes land on the particles, the STAR angles are right, edges, errors."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy.spatial.transform import Rotation
 
 from affinity_vae.errors import InputError
@@ -159,6 +160,23 @@ def test_edge_particles_are_skipped_or_padded(dataset, tmp_path, caplog):
         np.testing.assert_allclose(stack[2][14:], fill, rtol=1e-5)
 
 
+def test_shrec_reconstruction_padded_in_z_uses_the_labelled_frame(dataset, tmp_path):
+    """Real SHREC 2021: reconstruction 512 slices, labels (and coordinates) in the central 200."""
+    from affinity_vae.io.shrec import read_shrec_folder
+
+    f = tmp_path / "model_0"
+    f.mkdir()
+    padded = np.pad(dataset["vol"], ((4, 4), (0, 0), (0, 0)))
+    write_volume(f / "reconstruction.mrc", padded, 10.0)
+    write_volume(f / "class_mask.mrc", np.zeros(SHAPE, np.float32), 10.0)
+    shutil.copy(dataset["folder"] / "particle_locations.txt", f)
+    folder = read_shrec_folder(f)
+    assert folder.z_offset == 4 and folder.shape == SHAPE
+    _, reference = run(dataset, tmp_path)
+    _, stack = run({"folder": f}, tmp_path, z_offset=folder.z_offset, frame=folder.shape)
+    np.testing.assert_array_equal(stack, reference)
+
+
 def test_binning_keeps_the_centre_and_the_mean():
     z, y, x = np.mgrid[:32, :32, :32] - 16
     blob = np.exp(-((x - 2) ** 2 + y ** 2 + z ** 2) / (2 * 3.0 ** 2)).astype(np.float32)[None]
@@ -297,8 +315,10 @@ def test_subtomo_folder_bad_input(tmp_path):
 
 
 # ---------------------------------------------------------------- through snakemake
-def snakemake(run_name: str, *config: str) -> subprocess.CompletedProcess:
-    cmd = snakemake_cmd("extract", "--cores", "2", "--config", f"run={run_name}", *config)
+def snakemake(run_name: str, config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"run": run_name, **config}))
+    cmd = snakemake_cmd("extract", "--cores", "2", "--configfile", str(cfg))
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
@@ -309,20 +329,24 @@ def test_snakemake_extract_on_a_folder_given_by_path(dataset, tmp_path, source):
         if source == "shrec":
             root = dataset["folder"].parent
             shutil.copytree(dataset["folder"], root / "model_1", dirs_exist_ok=True)
-            res = snakemake(run_name, "denoise={enabled: false}",
-                            f"dataset={{source: shrec, path: {root}, tomograms: [model_0, "
-                            f"model_1], splits: {{test: [model_1]}}}}", f"extract={{box_size: {BOX}}}")
+            res = snakemake(run_name, {
+                "denoise": {"enabled": False}, "extract": {"box_size": BOX},
+                "dataset": {"source": "shrec", "path": str(root),
+                            "tomograms": ["model_0", "model_1"], "splits": {"test": ["model_1"]}}},
+                tmp_path)
             outputs = ["model_0", "model_1"]
         else:
             make_folder(tmp_path / "in", {"1bxn": 4, "ring5": 4})
-            res = snakemake(run_name, f"dataset={{source: subtomo_folder, path: {tmp_path / 'in'}}}")
+            res = snakemake(run_name, {"dataset": {"source": "subtomo_folder",
+                                                   "path": str(tmp_path / "in")}}, tmp_path)
             outputs = ["imported"]
         assert res.returncode == 0, res.stderr[-3000:]
+        subtomos = REPO / "results" / run_name / "subtomos"
         for tomo in outputs:
-            star = read_star(REPO / "results" / run_name / "subtomos" / f"{tomo}.star")
-            assert len(star) == (len(CENTRES) if source == "shrec" else 8)
+            assert len(read_star(subtomos / f"{tomo}.star")) == \
+                (len(CENTRES) if source == "shrec" else 8)
         if source == "shrec":
-            star = read_star(REPO / "results" / run_name / "subtomos" / "model_1.star")
-            assert (star["avaeSplit"] == "test").all()
+            assert (read_star(subtomos / "model_1.star")["avaeSplit"] == "test").all()
+            assert (read_star(subtomos / "model_0.star")["avaeSplit"] == "train").all()
     finally:
         shutil.rmtree(REPO / "results" / run_name, ignore_errors=True)

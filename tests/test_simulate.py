@@ -69,6 +69,14 @@ def test_spheres_do_not_overlap_and_lie_inside():
     assert np.all(c - r[:, None] >= 0) and np.all(c + r[:, None] <= upper)
 
 
+def test_border_keeps_centres_away_from_faces():
+    rng = np.random.default_rng(1)
+    centres = placement.place_spheres(np.full(30, 2.0), (30, 50, 50), rng, border=8)
+    c = centres[~np.isnan(centres[:, 0])]
+    assert len(c) >= 20
+    assert c.min() >= 8 and np.all(c <= np.array([49, 49, 29]) - 8)
+
+
 def test_class_counts_follow_weights():
     assert placement.class_counts({"a": 1, "b": 1, "c": 1}, 10) == {"a": 4, "b": 3, "c": 3}
     assert placement.class_counts({"a": 3, "b": 1}, 8) == {"a": 6, "b": 2}
@@ -311,7 +319,7 @@ def test_main_writes_shrec_layout(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown_class", "voxel_size", "corrupt_mrc", "too_big",
-                                  "no_manifest"])
+                                  "no_manifest", "border"])
 def test_bad_input_one_line_nothing_written(tmp_path, case, capfd):
     cfg = {}
     templates = dict(TEMPLATES)
@@ -322,6 +330,8 @@ def test_bad_input_one_line_nothing_written(tmp_path, case, capfd):
         voxel = 4.0
     if case == "too_big":
         cfg["shape_zyx"] = [16, 64, 64]
+    if case == "border":
+        cfg["border"] = 16
     st = _structures_dir(tmp_path, templates, voxel)
     if case == "corrupt_mrc":
         data = (st / "abc.mrc").read_bytes()
@@ -337,6 +347,6 @@ def test_bad_input_one_line_nothing_written(tmp_path, case, capfd):
     assert len(msg) == 1 and " -- " in msg[0]
     expected = {"unknown_class": "simulate.class_weights", "voxel_size": "abc.mrc",
                 "corrupt_mrc": "abc.mrc", "too_big": "simulate.shape_zyx",
-                "no_manifest": "manifest.csv"}[case]
+                "no_manifest": "manifest.csv", "border": "simulate.border"}[case]
     assert expected in msg[0]
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.*"))

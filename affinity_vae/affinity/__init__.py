@@ -88,7 +88,7 @@ def main_matrix(smk: Any) -> None:
         if not cfg.get("path"):
             raise InputError("config key 'affinity.path' is required when affinity.method is "
                              "'file' -- set it to your affinity CSV")
-        src = Path(smk.input.get("user", cfg["path"]))
+        src = Path(getattr(smk.input, "user", None) or cfg["path"])
         source = read_affinity(src, scale="keep" if cfg["scale"] == "keep" else "unit",
                                tol=float(cfg["tolerance"]))
     else:

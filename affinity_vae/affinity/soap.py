@@ -92,13 +92,19 @@ def map_pseudo_atoms(volume: np.ndarray, voxel_size: float, threshold: float) ->
 def grid_coarsen(positions: np.ndarray, grid: float) -> np.ndarray:
     """One point per occupied cube of side ``grid`` (Angstrom), at the centroid of its points.
 
-    positions: (n, 3) -> (k, 3), k <= n, rows in a deterministic (sorted cell) order.
+    The cubes are laid out in the principal-axes frame of the points, centred on their
+    centroid, so a rotated or translated copy gives the same cubes (up to a signed permutation
+    of the axes, which maps the lattice onto itself) and SOAP stays rotation invariant.
+    positions: (n, 3) -> (k, 3) in that frame, k <= n, rows in sorted-cell order.
     """
-    cells = np.floor(positions / grid).astype(np.int64)
+    centred = positions - positions.mean(0)
+    _, axes = np.linalg.eigh(centred.T @ centred)
+    frame = centred @ axes
+    cells = np.floor(frame / grid + 0.5).astype(np.int64)
     _, inv = np.unique(cells, axis=0, return_inverse=True)
     inv = inv.ravel()
     count = np.bincount(inv).astype(np.float64)
-    return np.stack([np.bincount(inv, weights=positions[:, d]) / count for d in range(3)], 1)
+    return np.stack([np.bincount(inv, weights=frame[:, d]) / count for d in range(3)], 1)
 
 
 def class_points(pdb: Path | None, volume: np.ndarray | None, voxel_size: float,
@@ -149,7 +155,10 @@ def soap_vectors(points: list[tuple[np.ndarray, list[str]]], cfg: dict[str, Any]
              [len(p) for p, _ in points], desc.get_number_of_features())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        x = desc.create(systems, centers=centers, n_jobs=max(1, n_jobs))
+        # joblib workers cost seconds to start: only worth it for large jobs
+        work = sum(len(c) for c in centers) * max(len(p) for p, _ in points)
+        jobs = max(1, min(n_jobs, len(systems))) if work > 5e7 else 1
+        x = desc.create(systems, centers=centers, n_jobs=jobs)
     x = np.asarray(x, dtype=np.float64).reshape(len(systems), -1)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     if not np.all(norm > 0):

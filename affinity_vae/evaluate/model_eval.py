@@ -102,7 +102,7 @@ def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
         dec = interpolate.decode(model, z, p, device).reshape(len(rows), steps, *model.box)
         for name, stack in zip(names, dec):
             write_volume(vol_dir / f"pose_sweep_{name}.mrcs", stack, voxel, stack=True)
-        np.save(vol_dir / "pose_sweep.npy", dec)  # cached for the figures stage
+        np.savez(vol_dir / "pose_sweep.npz", grid=dec, names=np.array(names))  # for `figures`
         what = "rotation angle over a full turn" if full_turn else (
             f"pose_0 from -{cfg.get('pose_sweep_sigma', 2.0)} to "
             f"+{cfg.get('pose_sweep_sigma', 2.0)} std")
@@ -128,7 +128,7 @@ def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
     p = np.repeat(pose_mean[None], steps, 0) if P.shape[1] else None
     dec = interpolate.decode(model, z, p, device)
     write_volume(vol_dir / f"interpolation_{pair[0]}_{pair[1]}.mrcs", dec, voxel, stack=True)
-    np.save(vol_dir / "interpolation.npy", dec)
+    np.savez(vol_dir / "interpolation.npz", grid=dec[None], names=np.array(["->".join(pair)]))
     grid = np.stack([dec, dec]) if dec.ndim == 4 else dec[None]
     modes = ["slice", "projection"] if dec.ndim == 4 else ["slice"]
     _montage_modes(grid, modes, [f"{pair[0]} -> {pair[1]}"], out["interp_png"],

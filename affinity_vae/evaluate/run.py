@@ -55,7 +55,13 @@ def read_affinity(path: str | Path) -> pd.DataFrame:
 
 
 def read_manifest(path: str | Path | None) -> pd.DataFrame | None:
-    if not path or not Path(path).is_file():
+    """structures/manifest.csv (``path`` may be the structures folder); None when absent."""
+    if not path:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.csv"
+    if not path.is_file():
         return None
     return pd.read_csv(path, dtype={"class": str, "family": str}, keep_default_na=False)
 
@@ -185,6 +191,14 @@ def summary_main(smk: Any) -> None:
     summarise({Path(p).parent.name: p for p in smk.input.metrics}, smk.output.metrics)
 
 
+def _one(value: Any) -> str | None:
+    """A named input that may be absent, empty or a one-element list -> path or None."""
+    if value is None or isinstance(value, str):
+        return value or None
+    items = list(value)
+    return str(items[0]) if items else None
+
+
 def variant_main(smk: Any) -> None:
     """Rule ``evaluate_variant``: see :func:`affinity_vae.evaluate.model_eval.evaluate_variant`."""
     from affinity_vae.evaluate.model_eval import evaluate_variant
@@ -192,7 +206,7 @@ def variant_main(smk: Any) -> None:
     out = {k: str(v) for k, v in smk.output.items()}
     evaluate_variant(model_path=smk.input.model, stacks=list(smk.input.stacks),
                      stars=list(smk.input.stars), affinity_path=smk.input.affinity,
-                     manifest_path=smk.input.get("manifest"), out=out,
+                     manifest_path=_one(smk.input.get("manifest")), out=out,
                      cfg=dict(smk.params.evaluate), seed=int(smk.params.seed),
                      device=smk.params.device, dpi=int(smk.params.report.get("dpi", 150)),
                      threads=int(smk.threads))

@@ -40,6 +40,7 @@ class Settings:
     volume_fraction: float | None = None
     class_weights: dict[str, float] = field(default_factory=dict)
     margin: float = 1.0
+    border: float = 0.0
     extent_threshold: float = 0.05
     mask_threshold: float = 0.1
     tilt_range: tuple[float, float] = (-60.0, 60.0)
@@ -71,6 +72,9 @@ class Settings:
         if not self.tilt_range[1] > self.tilt_range[0]:
             raise InputError(f"config key 'simulate.tilt_range': {list(self.tilt_range)} must be "
                              f"[min, max] with min < max -- e.g. [-60, 60]")
+        if 2 * self.border >= min(self.shape_zyx) - 1:
+            raise InputError(f"config key 'simulate.border': {self.border:g} voxels leaves no room "
+                             f"in simulate.shape_zyx {list(self.shape_zyx)} -- lower it")
         if any(w < 0 for w in self.class_weights.values()) or (
                 self.class_weights and not any(w > 0 for w in self.class_weights.values())):
             raise InputError("config key 'simulate.class_weights': weights must be >= 0 with at "
@@ -165,7 +169,8 @@ def simulate_tomogram(structures: Mapping[str, np.ndarray], settings: Settings,
     if settings.volume_fraction is not None:
         n = placement.n_for_volume_fraction(settings.volume_fraction, weights, radii, shape)
     counts = placement.class_counts(weights, n)
-    particles = placement.draw_particles(counts, radii, shape, rng, margin=settings.margin)
+    particles = placement.draw_particles(counts, radii, shape, rng, margin=settings.margin,
+                                         border=settings.border)
     if len(particles) < n:
         log.warning("only %d of %d particles fit without overlap; lower simulate.n_particles / "
                     "volume_fraction or enlarge simulate.shape_zyx", len(particles), n)

@@ -66,12 +66,13 @@ def n_for_volume_fraction(fraction: float, weights: Mapping[str, float],
 
 
 def place_spheres(radii: np.ndarray, shape_zyx: Sequence[int], rng: np.random.Generator,
-                  margin: float = 1.0, max_tries: int = 2000) -> np.ndarray:
+                  margin: float = 1.0, max_tries: int = 2000, border: float = 0.0) -> np.ndarray:
     """Random sequential placement of non-overlapping spheres inside a volume.
 
     Spheres are tried largest first; each gets up to ``max_tries`` uniformly random integer
-    centres with ``c - r >= 0`` and ``c + r <= n - 1`` on every axis and distance
-    ``>= r_i + r_j + margin`` to every sphere already placed.
+    centres with ``c - r >= 0`` and ``c + r <= n - 1`` on every axis (and the centre at least
+    ``border`` voxels from every face) and distance ``>= r_i + r_j + margin`` to every sphere
+    already placed.
 
     Args:
         radii: (n,) radii in voxels.
@@ -86,8 +87,9 @@ def place_spheres(radii: np.ndarray, shape_zyx: Sequence[int], rng: np.random.Ge
     batch = 64
     for i in np.argsort(-np.asarray(radii), kind="stable"):
         r = float(radii[i])
-        lo = np.ceil(np.full(3, r))
-        hi = np.floor(upper - r)
+        keep_out = max(r, float(border))
+        lo = np.ceil(np.full(3, keep_out))
+        hi = np.floor(upper - keep_out)
         if np.any(hi < lo):
             continue
         for _ in range(0, max_tries, batch):
@@ -108,7 +110,7 @@ def place_spheres(radii: np.ndarray, shape_zyx: Sequence[int], rng: np.random.Ge
 
 def draw_particles(counts: Mapping[str, int], radii: Mapping[str, float],
                    shape_zyx: Sequence[int], rng: np.random.Generator,
-                   margin: float = 1.0) -> pd.DataFrame:
+                   margin: float = 1.0, border: float = 0.0) -> pd.DataFrame:
     """Classes, positions and uniformly random rotations of the particles of one tomogram.
 
     Returns:
@@ -119,7 +121,7 @@ def draw_particles(counts: Mapping[str, int], radii: Mapping[str, float],
     classes = np.array([c for c, k in counts.items() for _ in range(k)], dtype=object)
     classes = classes[rng.permutation(len(classes))]
     r = np.array([radii[c] for c in classes], dtype=float)
-    centres = place_spheres(r, shape_zyx, rng, margin=margin)
+    centres = place_spheres(r, shape_zyx, rng, margin=margin, border=border)
     angles = np.round(random_zxz(len(classes), rng), 3)
     ok = ~np.isnan(centres[:, 0])
     table = pd.DataFrame({"class": classes[ok].astype(str)})

@@ -103,27 +103,27 @@ class Shape:
 #: The catalogue, in the order ``structures.n_classes`` takes classes from it.
 CATALOGUE: dict[str, Shape] = {
     "ring6": Shape("ring", lambda: _ring(6), 80, "6 globules (r 2.5 nm) in a ring, ~14 nm"),
-    "ring7": Shape("ring", lambda: _ring(7), 85, "7 globules in a ring, ~16 nm (twin of ring6)"),
+    "ring7": Shape("ring", lambda: _ring(7), 85, "7 globules in a ring, ~15 nm (twin of ring6)"),
     "rod_short": Shape("rod", lambda: _capsule((0, 0, -45), (0, 0, 45), 28), 80,
                        "capsule, 5.6 nm wide, 15 nm long"),
-    "rod_long": Shape("rod", lambda: _capsule((0, 0, -95), (0, 0, 95), 28), 130,
+    "rod_long": Shape("rod", lambda: _capsule((0, 0, -95), (0, 0, 95), 28), 135,
                       "capsule, 5.6 nm wide, 25 nm long (twin of rod_short)"),
-    "tetra": Shape("cluster", _tetra, 80, "4 globules (r 3 nm) on a tetrahedron, ~12 nm"),
+    "tetra": Shape("cluster", _tetra, 80, "4 globules (r 3 nm) on a tetrahedron, ~15 nm"),
     "octa": Shape("cluster", _octa, 80, "6 globules (r 2.6 nm) on an octahedron, ~14 nm"),
     "dumbbell": Shape("dumbbell", lambda: [_sphere((0, 0, -65), 32), _sphere((0, 0, 65), 32),
                                            _capsule((0, 0, -65), (0, 0, 65), 12)], 105,
                       "two 6.4 nm globules joined by a 2.4 nm stalk, ~19.5 nm"),
     "barrel": Shape("barrel", lambda: [_tube(70, 45, 200)], 110,
                     "hollow open cylinder, 14 nm wide, 20 nm tall, 2.5 nm wall"),
-    "globule": Shape("globule", lambda: [_sphere((0, 0, 0), 25)], 30,
+    "globule": Shape("globule", lambda: [_sphere((0, 0, 0), 25)], 35,
                      "compact sphere, 5 nm (smallest class)"),
-    "cage": Shape("shell", lambda: [_shell(60, 45)], 65, "hollow spherical shell, 12 nm"),
+    "cage": Shape("shell", lambda: [_shell(60, 45)], 70, "hollow spherical shell, 12 nm"),
     "ring5": Shape("ring", lambda: _ring(5), 75, "5 globules in a ring, ~12 nm"),
     "dumbbell_asym": Shape("dumbbell", lambda: [_sphere((0, 0, -65), 38),
                                                 _sphere((0, 0, 65), 24),
-                                                _capsule((0, 0, -65), (0, 0, 65), 12)], 110,
-                           "7.6 nm and 4.8 nm globules joined by a stalk, ~20 nm"),
-    "disk": Shape("barrel", lambda: [_disk(70, 40)], 75, "solid disk, 14 nm wide, 4 nm thick"),
+                                                _capsule((0, 0, -65), (0, 0, 65), 12)], 115,
+                           "7.6 nm and 4.8 nm globules joined by a stalk, ~19 nm"),
+    "disk": Shape("disk", lambda: [_disk(70, 40)], 80, "solid disk, 14 nm wide, 4 nm thick"),
     "barrel_capped": Shape("barrel", lambda: [_tube(70, 45, 200), _disk(70, 25)], 110,
                            "barrel with a central plug (twin of barrel)"),
 }
@@ -181,6 +181,8 @@ def generate_molecule(name: str, seed: int = 0, atom_volume: float = 144.0) -> M
     for part in parts if isinstance(parts, list) else [parts]:
         inside |= part(grid)
     xyz = grid[inside]
+    if np.abs(xyz).max() > shape.extent - a:  # a solid would be cut by the lattice cube
+        raise ValueError(f"class {name}: extent {shape.extent} A is too small for its solids")
     elements = rng.choice(ELEMENTS, size=len(xyz), p=ELEMENT_FRACTIONS)
     xyz = xyz - xyz.mean(axis=0)  # equal weights per pseudo-atom: centroid = centre of mass
     return Molecule(name, shape.family, xyz.astype(np.float64), elements,

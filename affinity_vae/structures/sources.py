@@ -68,7 +68,9 @@ def molecule_to_structure(mol: Molecule) -> gemmi.Structure:
             res.name = "UNK"
             res.seqid = gemmi.SeqId(i - start + 1, " ")
             atom = gemmi.Atom()
-            atom.name = str(mol.elements[i])
+            # one pseudo-atom ~ one residue (8 heavy atoms): carbons are named CA so that
+            # C-alpha coarse-graining (affinity.soap.coarse: ca) finds them
+            atom.name = "CA" if mol.elements[i] == "C" else str(mol.elements[i])
             atom.element = gemmi.Element(str(mol.elements[i]))
             atom.pos = gemmi.Position(*mol.xyz[i])
             atom.occ = 1.0

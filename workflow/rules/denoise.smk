@@ -1,8 +1,15 @@
-# Stage `denoise`: Topaz pretrained 3D denoising, one job per tomogram.
+# Stage `denoise`: topaz pretrained 3D denoising, one job per tomogram (exact tiling, see
+# affinity_vae/denoise/unet.py). When denoise.enabled is false, extract reads the reconstruction.
 
 
 def denoise_input(wildcards):
     return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
+
+
+def denoise_mem_mb(wildcards, input):
+    """Peak memory: one tile (~1.2 kB per voxel of (patch + 24)^3) + ~4.5x the tomogram."""
+    tile_mb = 1.2 * (config["denoise"]["patch_size"] + 24) ** 3 / 1024
+    return int(1000 + tile_mb + 4.5 * input.size_mb)
 
 
 rule denoise_tomogram:
@@ -10,21 +17,26 @@ rule denoise_tomogram:
         denoise_input,
     output:
         f"{RUN}/denoised/{{tomo}}.mrc",
-    params:
-        denoise=config["denoise"],
-        device=config["device"],
     log:
         f"{LOGS}/denoise/{{tomo}}.log",
     benchmark:
         f"{BENCH}/denoise/{{tomo}}.tsv"
     conda:
         env("denoise")
+    resources:
+        mem_mb=denoise_mem_mb,
+    params:
+        denoise=config["denoise"],
+        device=config["device"],
     script:
         "../../scripts/denoise.py"
 
 
 rule denoise:
     input:
-        expand(f"{RUN}/denoised/{{tomo}}.mrc", tomo=tomograms())
-        if config["denoise"].get("enabled", True) and config["dataset"]["source"] != "subtomo_folder"
-        else [],
+        (
+            expand(f"{RUN}/denoised/{{tomo}}.mrc", tomo=tomograms())
+            if config["denoise"]["enabled"]
+            and config["dataset"]["source"] != "subtomo_folder"
+            else []
+        ),

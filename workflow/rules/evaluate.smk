@@ -5,7 +5,10 @@
 
 def eval_is_2d():
     """True for 2D data (the alphanumeric glyph experiment)."""
-    return str(config["dataset"].get("source", "")).lower() in ("glyphs", "alphanumeric")
+    return str(config["dataset"].get("source", "")).lower() in (
+        "glyphs",
+        "alphanumeric",
+    )
 
 
 def eval_variants():
@@ -46,7 +49,9 @@ def eval_outputs(variant):
         confusion_norm_png=fig(
             "confusion_norm.png", "confusion", "confusion matrix (normalised)"
         ),
-        similarity_png=fig("prior_vs_learned.png", "prior_vs_learned", "prior vs learned"),
+        similarity_png=fig(
+            "prior_vs_learned.png", "prior_vs_learned", "prior vs learned"
+        ),
         unseen_png=fig("unseen.png", "unseen", "unseen-class placement"),
         umap_png=fig("umap.png", "embedding", "UMAP"),
         tsne_png=fig("tsne.png", "embedding", "t-SNE"),
@@ -72,18 +77,18 @@ for _variant in ["avae", "bvae"]:
             manifest=[] if eval_is_2d() else f"{RUN}/structures",
         output:
             **eval_outputs(_variant),
+        log:
+            f"{LOGS}/evaluate/{_variant}.log",
+        benchmark:
+            f"{BENCH}/evaluate/{_variant}.tsv"
+        conda:
+            env("evaluate")
+        threads: 2
         params:
             evaluate=config["evaluate"],
             report=config["report"],
             seed=config["seed"],
             device=config["device"],
-        log:
-            f"{LOGS}/evaluate/{_variant}.log",
-        benchmark:
-            f"{BENCH}/evaluate/{_variant}.tsv"
-        threads: 2
-        conda:
-            env("evaluate")
         script:
             "../../scripts/evaluate.py"
 
@@ -93,8 +98,6 @@ rule evaluate_summary:
         metrics=expand(f"{RUN}/eval/{{variant}}/metrics.json", variant=eval_variants()),
     output:
         metrics=f"{RUN}/eval/metrics.json",
-    params:
-        evaluate=config["evaluate"],
     log:
         f"{LOGS}/evaluate/summary.log",
     benchmark:
@@ -102,6 +105,8 @@ rule evaluate_summary:
     localrule: True
     conda:
         env("evaluate")
+    params:
+        evaluate=config["evaluate"],
     script:
         "../../scripts/evaluate.py"
 

@@ -1,0 +1,239 @@
+"""Stage `figures`: the paper's figures and Table 1 from cached evaluation results (no torch,
+no retraining): everything is read from ``eval/`` and ``affinity/``.
+
+- fig2.png (2D data only, paper Fig. 2): (a) UMAP with seen and unseen classes, (b) pose sweep
+  decoded per class and for the mean latent, (c) inferred pose vs true angle, (d) confusion.
+- fig3.png (Fig. 3): (a) the affinity prior, (b) UMAP of the aVAE latents, (c) pose sweep.
+- fig6.png (Fig. 6): learned class-mean cosine similarity of aVAE and beta-VAE beside the prior,
+  with the Pearson r of the off-diagonal pairs.
+- fig7.png (Fig. 7): normalised confusion matrices of both models and per-class F1.
+- table1.csv / table1.md (Table 1): aVAE vs beta-VAE -- macro-F1, accuracy, group F1, Pearson r,
+  unseen placement, pose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from affinity_vae.evaluate.figs import draw_prior_vs_learned, pose_scatter
+from affinity_vae.evaluate.interpolate import view
+from affinity_vae.evaluate.plots import draw_embedding, draw_heatmap, plt, save
+from affinity_vae.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+NAMES = {"avae": "aVAE", "bvae": "beta-VAE"}
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def table1(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Table 1 from eval/metrics.json: one row a measure, one column a model."""
+    models = {"aVAE": metrics}
+    if "baseline" in metrics:
+        models["beta-VAE"] = metrics["baseline"]
+    rows: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, getter) -> None:
+        rows[name] = {m: getter(d) for m, d in models.items()}
+
+    put("macro-F1 (test)", lambda d: d.get("macro_f1"))
+    put("micro-F1 (test)", lambda d: d.get("micro_f1"))
+    put("accuracy (test)", lambda d: d.get("accuracy"))
+    groups = sorted({g for d in models.values() for g in d.get("groups", {})})
+    for g in groups:
+        put(f"group F1 {g}", lambda d, g=g: d.get("groups", {}).get(g))
+    put("Pearson r (affinity vs latent cosine)", lambda d: d.get("affinity_pearson_r"))
+    for u in sorted(metrics.get("unseen", {})):
+        put(f"unseen {u}: nearest training class",
+            lambda d, u=u: d.get("unseen", {}).get(u, {}).get("nearest_training_class"))
+    if metrics.get("unseen"):
+        u0 = sorted(metrics["unseen"])
+        rows["most-affine training class"] = {
+            m: ", ".join(f"{u}: {metrics['unseen'][u]['most_affine_training_class']}"
+                         for u in u0) for m in models}
+        put("unseen placed at most-affine class (fraction)", lambda d: d.get("unseen_agreement"))
+    pose_key = [k for k in ("spearman_rho", "median_angular_error_deg", "max_abs_spearman_euler")
+                if k in metrics.get("pose", {})]
+    for k in pose_key:
+        put(f"pose {k}", lambda d, k=k: d.get("pose", {}).get(k))
+    return pd.DataFrame(rows).T.rename_axis("measure")
+
+
+def write_table1(metrics: Mapping[str, Any], csv: str | Path, md: str | Path) -> pd.DataFrame:
+    t = table1(metrics)
+    with atomic_path(csv) as tmp:
+        t.to_csv(tmp)
+    lines = ["| measure | " + " | ".join(t.columns) + " |",
+             "|---|" + "---|" * len(t.columns)]
+    lines += ["| " + name + " | " + " | ".join(_fmt(v) for v in row) + " |"
+              for name, row in t.iterrows()]
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return t
+
+
+def _embedding(ax, emb: pd.DataFrame, classes: Sequence[str], title: str) -> None:
+    all_classes = list(classes) + sorted(set(emb["class"]) - set(classes))
+    draw_embedding(ax, emb[["umap_x", "umap_y"]].to_numpy(), emb["class"],
+                   emb["split"] == "unseen", all_classes, title)
+
+
+def _montage_axes(fig, spec, grid: np.ndarray, names: Sequence[str], title: str) -> None:
+    """Draw grid (R, S, *box) as small images in a GridSpec cell."""
+    R, S = grid.shape[:2]
+    sub = spec.subgridspec(R, S, wspace=0.02, hspace=0.05)
+    for r in range(R):
+        views = [view(grid[r, s], "projection") for s in range(S)]
+        lo, hi = float(np.min(views)), float(np.max(views))
+        for s in range(S):
+            ax = fig.add_subplot(sub[r, s])
+            ax.imshow(views[s], cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if s == 0:
+                ax.set_ylabel(names[r], fontsize=6, rotation=0, ha="right", va="center")
+            if r == 0 and s == S // 2:
+                ax.set_title(title, fontsize=9)
+
+
+def _sweep(vol_dir: Path) -> tuple[np.ndarray | None, list[str]]:
+    """The cached pose sweep (R, S, *box) and its row names, or (None, [])."""
+    path = vol_dir / "pose_sweep.npz"
+    if not path.is_file():
+        return None, []
+    with np.load(path) as f:
+        return f["grid"], [str(n) for n in f["names"]]
+
+
+def fig3(affinity: pd.DataFrame, emb: pd.DataFrame, classes: Sequence[str], vol_dir: Path,
+         path: str | Path, dpi: int) -> None:
+    grid, names = _sweep(vol_dir)
+    fig = plt.figure(figsize=(17, 5.5))
+    gs = fig.add_gridspec(1, 3, width_ratios=[1, 1.2, 1.3])
+    ax = fig.add_subplot(gs[0])
+    draw_heatmap(ax, affinity.to_numpy(float), list(affinity.index), list(affinity.columns),
+                 "(a) affinity prior", annotate=False)
+    _embedding(fig.add_subplot(gs[1]), emb, classes, "(b) aVAE latent space (UMAP)")
+    if grid is not None:
+        _montage_axes(fig, gs[2], grid, names, "(c) pose sweep (projections)")
+    else:
+        ax = fig.add_subplot(gs[2])
+        ax.text(0.5, 0.5, "(c) no pose channel in this run", ha="center", va="center")
+        ax.axis("off")
+    save(fig, path, dpi)
+
+
+def fig6(affinity: pd.DataFrame, sims: Mapping[str, pd.DataFrame], rs: Mapping[str, float],
+         path: str | Path, dpi: int) -> None:
+    fig, axes = plt.subplots(len(sims), 3, figsize=(17, 5.2 * len(sims)), squeeze=False)
+    for row, (v, sim) in zip(axes, sims.items()):
+        order = [c for c in affinity.index if c in sim.index]
+        draw_prior_vs_learned(row, affinity.loc[order, order], sim, rs[v], NAMES.get(v, v))
+    save(fig, path, dpi)
+
+
+def fig7(conf: Mapping[str, pd.DataFrame], per_class: Mapping[str, Mapping], path: str | Path,
+         dpi: int) -> None:
+    n = len(conf)
+    fig, axes = plt.subplots(1, n + 1, figsize=(6 * (n + 1), 5.5), squeeze=False)
+    for ax, (v, table) in zip(axes[0], conf.items()):
+        draw_heatmap(ax, table.to_numpy(float), list(table.index), list(table.columns),
+                     f"{NAMES.get(v, v)}: normalised confusion (test)", vmin=0, vmax=1,
+                     cmap="Blues", annotate=True)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    ax = axes[0, -1]
+    classes = list(next(iter(per_class.values())))
+    width = 0.8 / len(per_class)
+    for k, (v, pc) in enumerate(per_class.items()):
+        ax.bar(np.arange(len(classes)) + k * width, [pc.get(c, {}).get("f1", 0) for c in classes],
+               width, label=NAMES.get(v, v))
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=90, fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 (test)")
+    ax.legend(fontsize=8)
+    ax.set_title("per-class F1", fontsize=9)
+    save(fig, path, dpi)
+
+
+def fig2(emb: pd.DataFrame, lat: pd.DataFrame, metrics: Mapping[str, Any],
+         conf: pd.DataFrame, classes: Sequence[str], vol_dir: Path, path: str | Path,
+         dpi: int) -> None:
+    fig = plt.figure(figsize=(20, 5.5))
+    gs = fig.add_gridspec(1, 4, width_ratios=[1.2, 1.2, 1, 1])
+    _embedding(fig.add_subplot(gs[0]), emb, classes, "(a) UMAP, unseen marked X")
+    grid, names = _sweep(vol_dir)
+    if grid is not None:
+        _montage_axes(fig, gs[1], grid, names, "(b) pose sweep")
+    ax = fig.add_subplot(gs[2])
+    p = metrics.get("pose", {})
+    if "spearman_rho" in p:
+        scored = lat["split"].isin(["validation", "test"]) & lat["class"].isin(classes)
+        if not scored.any():
+            scored = lat["class"].isin(classes)
+        sub = lat[scored]
+        pose_scatter(ax, sub[f"pose_{p.get('dimension', 0)}"].to_numpy(),
+                     sub["euler_z1"].to_numpy(), sub["class"].to_numpy(), classes,
+                     p["spearman_rho"])
+        ax.set_title(f"(c) {ax.get_title()}", fontsize=9)
+    ax = fig.add_subplot(gs[3])
+    draw_heatmap(ax, conf.to_numpy(float), list(conf.index), list(conf.columns),
+                 "(d) normalised confusion", vmin=0, vmax=1, cmap="Blues")
+    save(fig, path, dpi)
+
+
+def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[str, str],
+                 dpi: int = 150) -> pd.DataFrame:
+    """Write every figure named in ``out`` (keys fig2, fig3, fig6, fig7, table1_csv,
+    table1_md) from the cached evaluation in ``eval_dir``; returns Table 1."""
+    eval_dir = Path(eval_dir)
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    variants = ["avae"] + (["bvae"] if "baseline" in metrics else [])
+    per_variant = {"avae": metrics, **({"bvae": metrics["baseline"]} if "baseline" in metrics
+                                       else {})}
+    affinity = pd.read_csv(affinity_path, index_col=0)
+    affinity.index, affinity.columns = affinity.index.astype(str), affinity.columns.astype(str)
+    classes = list(metrics["per_class"])
+    classes = [c for c in affinity.index if c in classes] + [c for c in classes
+                                                             if c not in affinity.index]
+    read = {v: {"sim": pd.read_csv(eval_dir / v / "similarity.csv", index_col=0),
+                "conf": pd.read_csv(eval_dir / v / "confusion_norm.csv", index_col=0),
+                "emb": pd.read_csv(eval_dir / v / "embedding.csv")} for v in variants}
+    for r in read.values():
+        for k in ("sim", "conf"):
+            r[k].index, r[k].columns = r[k].index.astype(str), r[k].columns.astype(str)
+        r["emb"]["class"] = r["emb"]["class"].astype(str)
+    table = write_table1(metrics, out["table1_csv"], out["table1_md"])
+    if "fig3" in out:
+        order = [c for c in affinity.index if c in read["avae"]["sim"].index]
+        fig3(affinity.loc[order, order], read["avae"]["emb"], classes,
+             eval_dir / "avae" / "volumes", out["fig3"], dpi)
+    if "fig6" in out:
+        fig6(affinity, {v: read[v]["sim"] for v in variants},
+             {v: per_variant[v]["affinity_pearson_r"] for v in variants}, out["fig6"], dpi)
+    if "fig7" in out:
+        fig7({v: read[v]["conf"] for v in variants},
+             {v: per_variant[v]["per_class"] for v in variants}, out["fig7"], dpi)
+    if "fig2" in out:
+        lat = pd.read_parquet(eval_dir / "avae" / "latents.parquet")
+        fig2(read["avae"]["emb"], lat, metrics, read["avae"]["conf"], classes,
+             eval_dir / "avae" / "volumes", out["fig2"], dpi)
+    return table
+
+
+def main(smk: Any) -> None:
+    """Rule ``figures_build``."""
+    out = {k: str(v) for k, v in smk.output.items()}
+    make_figures(Path(smk.input.metrics).parent, smk.input.affinity, out,
+                 int(smk.params.report.get("dpi", 150)))

@@ -1,0 +1,148 @@
+"""Stage `predict`: a trained model applied to new tomograms -> latents, classes, poses (STAR).
+
+Per new tomogram (``predict.tomograms``; by default the run's own test tomograms):
+
+1. boxes are cut at the given coordinates with the run's ``extract`` settings (the tomogram must
+   be preprocessed like the training data, i.e. denoised when ``denoise.enabled``);
+2. every box is encoded (mu, logvar, pose) -> ``predict/<name>_latents.parquet``;
+3. the ``evaluate.classifier`` is fitted on the run's training latents and predicts a seen class;
+4. poor fits: d = 1 - cos(mu, m_c) to the nearest training-class mean m_c; when d exceeds the
+   ``predict.unknown_quantile`` quantile of the same distance over class c's own training
+   particles, the call is ``unknown, nearest <c>`` instead of the classifier's class;
+5. ``predict/<name>.star``: coordinates, the call, the classifier's class, nearest class,
+   distance and threshold, the pose vector, and for a 3D Gaussian-mixture model the predicted
+   angles (RELION rot/tilt/psi in the model's frame, a pose prior for subtomogram averaging).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from affinity_vae.errors import InputError
+from affinity_vae.evaluate.latents import block
+
+log = logging.getLogger(__name__)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def unknown_thresholds(train_mu: np.ndarray, train_labels: Sequence[str],
+                       classes: Sequence[str], quantile: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Class means of mu (C, L) and per-class thresholds (C,) on the cosine distance."""
+    labels = np.asarray(train_labels, dtype=object)
+    means = np.stack([train_mu[labels == c].mean(0) for c in classes])
+    thr = np.empty(len(classes))
+    for i, c in enumerate(classes):
+        d = 1 - _unit(train_mu[labels == c]) @ _unit(means[i:i + 1]).T
+        thr[i] = np.quantile(d, quantile)
+    return means, thr
+
+
+def call_particles(mu: np.ndarray, predicted: Sequence[str], means: np.ndarray,
+                   thresholds: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """The call per particle (mu (N, L)): the predicted class, or "unknown, nearest X"."""
+    sims = _unit(mu) @ _unit(means).T
+    k = np.argmax(sims, axis=1)
+    dist = 1 - sims[np.arange(len(mu)), k]
+    nearest = np.asarray(classes, dtype=object)[k]
+    poor = dist > thresholds[k]
+    call = np.where(poor, [f"unknown, nearest {c}" for c in nearest], np.asarray(predicted))
+    return pd.DataFrame({"avaeCall": call, "avaePredictedClass": list(predicted),
+                         "avaeNearestClass": nearest, "avaeCosineDistance": dist,
+                         "avaeUnknownThreshold": thresholds[k]})
+
+
+def predict_particles(model_path: str, stack: str, star: str, train_latents: str,
+                      eval_cfg: Mapping[str, Any], quantile: float, seed: int, out_star: str,
+                      out_latents: str, device: str = "auto", threads: int = 1) -> pd.DataFrame:
+    """Encode, classify and call one tomogram's particles; writes out_star and out_latents."""
+    import starfile
+    import torch
+
+    from affinity_vae.data import load_subtomos
+    from affinity_vae.evaluate.classify import fit_classifier
+    from affinity_vae.evaluate.encode import encode
+    from affinity_vae.evaluate.latents import latents_frame
+    from affinity_vae.evaluate.model_eval import is_gmd, pick_device
+    from affinity_vae.evaluate.pose import relion_angles
+    from affinity_vae.io.atomic import atomic_path
+    from affinity_vae.model import load_trained
+
+    torch.set_num_threads(max(1, threads))
+    device = pick_device(device)
+    model, meta = load_trained(model_path, device=device)
+    classes = [str(c) for c in meta["classes"]]
+    X, table = load_subtomos([stack], [star])
+    if tuple(X.shape[1:]) != tuple(model.box):
+        raise InputError(f"{stack}: boxes {tuple(X.shape[1:])} but the model expects "
+                         f"{tuple(model.box)} -- extract with the run's extract settings")
+    mu, logvar, P = encode(model, X, int(eval_cfg.get("batch_size", 256)), device)
+    lat = latents_frame(table, mu, logvar, P)
+    with atomic_path(out_latents) as tmp:
+        lat.to_parquet(tmp, index=False)
+    train = pd.read_parquet(train_latents)
+    fit = train["split"].isin(["train", "validation"]) & train["class"].isin(classes)
+    tmu, tlab = block(train[fit], "mu"), train.loc[fit, "class"].to_numpy(object)
+    est, _ = fit_classifier(tmu, tlab, eval_cfg.get("classifier", "mlp"), seed,
+                            eval_cfg.get("cv_folds", 5),
+                            mlp_hidden=eval_cfg.get("mlp_hidden", [[32], [64], [64, 32]]),
+                            mlp_alpha=eval_cfg.get("mlp_alpha", [1e-4, 1e-3, 1e-2]),
+                            knn_neighbors=eval_cfg.get("knn_neighbors", [1, 3, 5, 9, 15]))
+    present = [c for c in classes if (tlab == c).any()]
+    means, thr = unknown_thresholds(tmu, tlab, present, quantile)
+    calls = call_particles(mu.astype(float), est.predict(mu.astype(float)), means, thr, present)
+    out = pd.DataFrame({"rlnTomoName": lat["tomogram"], "rlnCoordinateX": lat["x"],
+                        "rlnCoordinateY": lat["y"], "rlnCoordinateZ": lat["z"]})
+    if P.shape[1] and is_gmd(model) and len(model.box) == 3:
+        with torch.no_grad():
+            rot = model.decoder.rotation(torch.as_tensor(P, device=device)).cpu().numpy()
+        ang = relion_angles(rot)
+        out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = ang.T
+    out = pd.concat([out, calls], axis=1)
+    out["avaeGivenClass"] = lat["class"]
+    for i in range(P.shape[1]):
+        out[f"avaePose{i}"] = P[:, i]
+    with atomic_path(out_star) as tmp:
+        starfile.write({"particles": out}, tmp, float_format="%.6f")
+    n_unknown = int(calls["avaeCall"].str.startswith("unknown").sum())
+    log.info("%s: %d particles, %d called unknown (quantile %.3g)", out_star, len(out),
+             n_unknown, quantile)
+    return out
+
+
+def extract_new(tomogram: str, coordinates: str, stack: str, star: str, name: str,
+                extract_cfg: Mapping[str, Any], voxel_size: float) -> None:
+    """Cut boxes from a new tomogram at SHREC-format coordinates with the run's extract settings."""
+    from affinity_vae.extract import Settings, dataset_classes, extract_tomogram
+    from affinity_vae.io.shrec import read_particle_locations
+
+    s = Settings.from_config(dict(extract_cfg))
+    if not Path(coordinates).is_file():
+        raise InputError(f"config key 'predict.tomograms': coordinates file {coordinates} not "
+                         f"found -- give a SHREC particle_locations.txt")
+    raw = list(read_particle_locations(coordinates)["class"].astype(str))
+    class_list = dataset_classes(raw, s, str(coordinates))
+    extract_tomogram(tomogram, coordinates, stack, star, name, s, voxel_size, class_list,
+                     "test")
+
+
+def main(smk: Any) -> None:
+    """Rules ``predict_extract`` and ``predict_particles``."""
+    if smk.rule == "predict_extract":
+        extract_new(smk.input.tomogram, smk.input.coordinates, smk.output.stack,
+                    smk.output.star, smk.wildcards.name, smk.params.extract,
+                    float(smk.params.voxel_size))
+        return
+    predict_particles(smk.input.model, smk.input.stack, smk.input.star, smk.input.latents,
+                      smk.params.evaluate, float(smk.params.predict["unknown_quantile"]),
+                      int(smk.params.seed), smk.output.star, smk.output.latents,
+                      smk.params.device, int(smk.threads))

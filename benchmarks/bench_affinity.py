@@ -1,0 +1,64 @@
+"""Affinity stage on the SHREC 2021 structures: full SOAP and FSC matrices (10 PDBs + 13 maps:
+13 classes, 4cr2/4v94/5mrc map-only), time of each, Spearman rho between the two methods'
+off-diagonal entries, and the SOAP heatmap for the README (docs/img/shrec_soap.png).
+
+Run: ``.venv/bin/python -m benchmarks affinity`` (1 thread, default config of the stage).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from affinity_vae.affinity import compute_affinity, from_paths
+from affinity_vae.affinity.matrix import plot_heatmap
+from affinity_vae.config import fill_defaults
+from benchmarks._common import record, timed
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "shrec2021-structures"
+
+
+def shrec_classes():
+    maps = {p.stem: p for p in sorted((SHARED / "maps_10A").glob("*.mrc"))}
+    pdbs = {p.stem: p for p in sorted((SHARED / "pdb").glob("*.pdb"))}
+    return from_paths(pdbs, maps)
+
+
+def default_cfg() -> dict:
+    cfg: dict = {}
+    fill_defaults(cfg, REPO / "workflow" / "schemas" / "affinity.schema.yaml")
+    return cfg
+
+
+def main() -> int:
+    if not SHARED.is_dir():
+        print(f"{SHARED} not present; skipping", file=sys.stderr)
+        return 0
+    classes = shrec_classes()
+    cfg = default_cfg()
+    t_soap, soap = timed(lambda: compute_affinity(classes, "soap", cfg, seed=0, threads=1))
+    t_fsc, fsc = timed(lambda: compute_affinity(classes, "fsc", cfg, seed=0, threads=1))
+    n = len(classes.names)
+    note = f"{n} SHREC classes (10 PDB + 3 map-only), default config, 1 thread"
+    record("affinity_soap_shrec_s", t_soap, "s", note=note)
+    record("affinity_fsc_shrec_s", t_fsc, "s", note=note)
+    iu = np.triu_indices(n, 1)
+    rho = float(spearmanr(soap.to_numpy()[iu], fsc.to_numpy()[iu]).statistic)
+    record("affinity_shrec_spearman_soap_fsc", rho, "rho",
+           note=f"Spearman rho of the {len(iu[0])} off-diagonal entries, SOAP vs FSC")
+    img = REPO / "docs" / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    plot_heatmap(soap, img / "shrec_soap.png", title="SHREC 2021 classes: SOAP affinity",
+                 dpi=72)
+    plot_heatmap(fsc, img / "shrec_fsc.png", title="SHREC 2021 classes: FSC affinity", dpi=72)
+    for name, df in (("SOAP", soap), ("FSC", fsc)):
+        print(f"{name}:\n{df.round(2).to_string()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

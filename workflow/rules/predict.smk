@@ -1,0 +1,81 @@
+# Stage `predict`: a trained model applied to new tomograms -> latents, classes ("unknown,
+# nearest X" for poor fits) and poses as STAR (affinity_vae/predict.py; docs/evaluate.md).
+
+
+def predict_inputs():
+    """{name: (tomogram, coordinates)} of predict.tomograms; empty = the run's test tomograms."""
+    return {
+        t["name"]: (t["tomogram"], t["coordinates"])
+        for t in config["predict"]["tomograms"]
+    }
+
+
+def predict_new_names():
+    """A wildcard pattern matching only the configured new tomograms (none: matches nothing)."""
+    import re
+
+    return "|".join(re.escape(n) for n in predict_inputs()) or "(?!)"
+
+
+def predict_names():
+    return list(predict_inputs()) or list(config["dataset"]["splits"].get("test", []))
+
+
+def predict_boxes(wildcards):
+    """Boxes of a new tomogram (cut by predict_extract), or the run's own extracted stack."""
+    if wildcards.name in predict_inputs():
+        d = f"{RUN}/predict/{wildcards.name}"
+    else:
+        d = f"{RUN}/subtomos/{wildcards.name}"
+    return {"stack": f"{d}.mrcs", "star": f"{d}.star"}
+
+
+rule predict_extract:
+    input:
+        tomogram=lambda wc: predict_inputs()[wc.name][0],
+        coordinates=lambda wc: predict_inputs()[wc.name][1],
+    output:
+        stack=f"{RUN}/predict/{{name}}.mrcs",
+        star=f"{RUN}/predict/{{name}}.star",
+    log:
+        f"{LOGS}/predict/{{name}}_extract.log",
+    benchmark:
+        f"{BENCH}/predict/{{name}}_extract.tsv"
+    wildcard_constraints:
+        name=predict_new_names(),
+    conda:
+        env("extract")
+    params:
+        extract=config["extract"],
+        voxel_size=config["dataset"]["voxel_size"],
+    script:
+        "../../scripts/predict.py"
+
+
+rule predict_particles:
+    input:
+        unpack(predict_boxes),
+        model=f"{RUN}/model/{config['predict']['variant']}/model.pt",
+        latents=f"{RUN}/eval/{config['predict']['variant']}/latents.parquet",
+    output:
+        star=f"{RUN}/predict/{{name}}_predicted.star",
+        latents=f"{RUN}/predict/{{name}}_latents.parquet",
+    log:
+        f"{LOGS}/predict/{{name}}.log",
+    benchmark:
+        f"{BENCH}/predict/{{name}}.tsv"
+    conda:
+        env("evaluate")
+    threads: 2
+    params:
+        predict=config["predict"],
+        evaluate=config["evaluate"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../../scripts/predict.py"
+
+
+rule predict:
+    input:
+        expand(f"{RUN}/predict/{{name}}_predicted.star", name=predict_names()),
