@@ -21,6 +21,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/alphanumeric.smk"
 
 
 rule all:

@@ -71,11 +71,11 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 MpiDefault=none
+MailProg=/bin/true
 ReturnToService=2
 MinJobAge=600
 SlurmdTimeout=60
 GresTypes=gpu
-AccountingStorageTRES=gres/gpu
 $overrides
 NodeName=localhost CPUs=$cpus RealMemory=$mem Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
@@ -88,13 +88,15 @@ CONF
 
 alive slurmctld || /usr/sbin/slurmctld -i
 alive slurmd || /usr/sbin/slurmd -N localhost
-for _ in $(seq 60); do
-  if sinfo -h -N -o '%T' 2>/dev/null | grep -qx idle; then
+deadline=$((SECONDS + 60))
+while [ $SECONDS -lt $deadline ]; do
+  alive slurmctld || break
+  if timeout 5 sinfo -h -N -o '%T' 2>/dev/null | grep -qx idle; then
     echo "slurm-up: cluster ready"; sinfo; exit 0
   fi
   sleep 0.5
 done
 echo "slurm-up: node did not become idle; logs:" >&2
 tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
-sinfo -N -l >&2 || true
+timeout 5 sinfo -N -l >&2 || true
 exit 1

@@ -59,12 +59,41 @@ def check_config(config: dict[str, Any], schema_path: Path) -> None:
     Raises:
         InputError: one line naming the first offending key and how to fix it.
     """
+    coerce_strings(config, schema_path)
     errors = schema_errors(config, schema_path)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise InputError(f"{errors[0]}{more} -- fix it in your --configfile or --config")
     fill_defaults(config, schema_path)
     _check_semantics(config)
+
+
+def _coerce(value: Any, schema: dict[str, Any], schema_dir: Path) -> Any:
+    if "$ref" in schema:
+        schema = {**yaml.safe_load((schema_dir / schema["$ref"]).read_text()), **schema}
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce(v, props.get(k, {}), schema_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce(v, schema.get("items", {}), schema_dir) for v in value]
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return _coerce(parsed, schema, schema_dir) if not isinstance(parsed, str) else value
+    return value
+
+
+def coerce_strings(config: dict[str, Any], schema_path: Path) -> None:
+    """Undo snakemake's `--config key='{...}'` parsing, which turns every nested scalar into a
+    string: a string where the schema wants a number, boolean, null or list is parsed as YAML."""
+    schema_path = Path(schema_path)
+    fixed = _coerce(config, yaml.safe_load(schema_path.read_text()), schema_path.parent)
+    config.clear()
+    config.update(fixed)
 
 
 def fill_defaults(config: dict[str, Any], schema_path: Path) -> None:

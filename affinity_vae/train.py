@@ -42,7 +42,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 60, "batch_size": 32, "learning_rate": 2e-3, "optimizer": "adam",
     "weight_decay": 0.0, "device": "inherit", "validation_fraction": 0.1,
     "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
-    "beta": {"kind": "cosine", "min": 0.0, "max": 1e-3, "cycles": 2, "ratio": 0.5},
+    "beta": {"kind": "cosine", "min": 1e-4, "max": 1e-3, "cycles": 2, "ratio": 0.5},
     "gamma": {"kind": "flat", "min": 0.0, "max": 1.0, "cycles": 1, "ratio": 0.5},
 }
 #: Keys that do not change the result and so are not part of the checkpoint hash.

@@ -54,7 +54,7 @@ def _case(kind: str, m: int, n: int, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(threads: int = 2) -> None:
+def main(threads: int = 1) -> None:
     from benchmarks._common import record
 
     ref_m, ref_n = CASES[0]

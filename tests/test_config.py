@@ -85,3 +85,11 @@ def test_snakemake_stops_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert "unknown config key 'simulate.n_tomogram'" in out
     assert not (REPO / "results" / "cfgtest").exists()
+
+
+def test_nested_command_line_values_keep_their_types():
+    """snakemake --config section='{key: 2}' delivers '2' as a string; the schema's type wins."""
+    cfg = {"simulate": {"n_tomograms": "2"}, "seed": "3", "dataset": {"splits": {"test": ["model_1"]}}}
+    check_config(cfg, SCHEMA)
+    assert cfg["simulate"]["n_tomograms"] == 2 and cfg["seed"] == 3
+    assert cfg["dataset"]["splits"]["test"] == ["model_1"]  # strings stay strings

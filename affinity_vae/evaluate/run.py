@@ -26,8 +26,20 @@ FIT_SPLITS = ("train", "validation")
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    """Write strict JSON atomically (NaN/inf become null)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_plain) + "\n")
+        tmp.write_text(json.dumps(_finite(data), indent=2, default=_plain,
+                                  allow_nan=False) + "\n")
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    return o
 
 
 def _plain(o: Any) -> Any:

@@ -33,6 +33,8 @@ def tomograms():
         return [f"model_{i}" for i in range(config["simulate"]["n_tomograms"])]
     if ds["source"] == "shrec":
         return list(ds["tomograms"])
+    if ds["source"] == "alphanumeric":  # one rendered image stack (rule alphanumeric_dataset)
+        return ["alphanumeric"]
     return ["imported"]
 
 
