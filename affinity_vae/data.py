@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import starfile
 import torch
 import torch.nn.functional as F
 
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume
+from affinity_vae.io.star import read_star
 
 SPLITS = ("train", "validation", "test", "unseen")
 
@@ -34,21 +34,15 @@ def load_subtomos(stacks: Sequence[str | os.PathLike], stars: Sequence[str | os.
         table: the STAR rows (columns per the extract contract: avaeClass, avaeSplit,
             rlnTomoName, rlnCoordinateX/Y/Z, ...), with a fresh 0..N-1 index.
     Raises:
-        InputError: a stack/STAR pair of different lengths or box shapes, or a missing column.
+        InputError: a stack/STAR pair of different lengths or box shapes, a missing column
+            (affinity_vae.io.star.read_star), or no particles at all.
     """
     if len(stacks) != len(stars):
         raise ValueError(f"{len(stacks)} stacks but {len(stars)} STAR files")
     arrays, tables, box = [], [], None
     for stack, star in zip(stacks, stars):
         data, _ = read_volume(stack)
-        table = starfile.read(star, always_dict=False)
-        if isinstance(table, dict):
-            table = next(iter(table.values()))
-        if not isinstance(table, pd.DataFrame):
-            table = pd.DataFrame(table)
-        for col in ("avaeClass", "avaeSplit"):
-            if col not in table.columns:
-                raise InputError(f"{star}: column {col} missing -- re-run `snakemake extract`")
+        table = read_star(star)
         if len(table) == 0:
             continue
         if len(table) == 1 and (data.ndim == 2 or data.shape[0] != 1):

@@ -183,6 +183,9 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     start = 0
     key = config_hash(model_cfg, cfg, seed, data)
     folder = Path(checkpoint_dir) if checkpoint_dir else None
+    if folder is not None:
+        for stale in folder.glob(".ckpt-*.tmp-*"):  # half-written by a killed run
+            stale.unlink(missing_ok=True)
     if folder is not None and (found := _checkpoints(folder, key)):
         epoch, path = found[-1]
         ck = load_checkpoint(path)
@@ -246,11 +249,12 @@ def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = "")
             ax.plot(history["epoch"], history[f"val_{term}"], "--", label="validation")
         ax.set(title=term, xlabel="epoch")
         ax.legend(fontsize=8)
-    axes[4].plot(history["epoch"], history["beta"], label="beta")
-    axes[4].plot(history["epoch"], history["gamma"], label="gamma")
-    axes[4].set(title="loss weights", xlabel="epoch", yscale="symlog",
-                ylim=(0, None))
-    axes[4].legend(fontsize=8)
+    axes[4].plot(history["epoch"], history["beta"], color="C0")
+    axes[4].set(title="loss weights", xlabel="epoch")
+    axes[4].set_ylabel("beta (KL)", color="C0")
+    twin = axes[4].twinx()
+    twin.plot(history["epoch"], history["gamma"], color="C1")
+    twin.set_ylabel("gamma (affinity)", color="C1")
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:

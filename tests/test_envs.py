@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import job_rules
 
 REPO = Path(__file__).resolve().parents[1]
-RULES = REPO / "workflow" / "rules"
 ENVS = REPO / "envs"
 LIB = "affinity_vae"
 
@@ -43,48 +43,8 @@ PROVIDERS: dict[str, set[str]] = {
 IMPLICIT: dict[str, tuple[re.Pattern[str], str]] = {
     "pyarrow": (re.compile(r"\b(to_parquet|read_parquet)\s*\("), "pyarrow"),
 }
-RULE_HEADER = re.compile(r"^(?P<indent>[ \t]*)rule (?P<name>\w+):", re.M)
-CONDA_ENV = re.compile(r"^\s*conda:\s*\n\s*env\(\s*[\"'](?P<env>[\w-]+)[\"']\s*\)", re.M)
-SCRIPT = re.compile(r"^\s*script:\s*\n\s*[\"'](?P<path>[^\"']+)[\"']", re.M)
-DIRECTIVE = re.compile(r"^\s*(?P<name>\w+):", re.M)
-PINNED_CONDA = re.compile(r"^[A-Za-z0-9_.\-]+\s*(==?|>=|<=|~=)\s*[0-9][^\s]*$")
+PINNED_CONDA = re.compile(r"^[A-Za-z0-9_.\-]+\s*==?\s*[0-9][^\s]*$")
 PINNED_PIP = re.compile(r"^[A-Za-z0-9_.\-\[\]]+\s*==\s*[0-9][^\s]*$")
-
-
-def rule_blocks() -> dict[str, tuple[Path, str]]:
-    """Rule name -> (rule file, the rule's text), from every workflow/rules/*.smk."""
-    blocks: dict[str, tuple[Path, str]] = {}
-    for smk in sorted(RULES.glob("*.smk")):
-        text = smk.read_text()
-        lines = text.splitlines()
-        for m in RULE_HEADER.finditer(text):
-            start = text.count("\n", 0, m.start())
-            indent = len(m.group("indent").expandtabs())
-            body = []
-            for line in lines[start + 1:]:
-                if line.strip() and len(line) - len(line.lstrip()) <= indent:
-                    break
-                body.append(line)
-            blocks[m.group("name")] = (smk, "\n".join(body))
-    return blocks
-
-
-def job_rules() -> dict[str, dict[str, object]]:
-    """Rules that run a job (script/shell/run/notebook): directives, env name and script path."""
-    out: dict[str, dict[str, object]] = {}
-    for name, (smk, body) in rule_blocks().items():
-        directives = {m.group("name") for m in DIRECTIVE.finditer(body)}
-        if not directives & {"script", "shell", "run", "notebook", "wrapper"}:
-            continue  # an aggregate target such as `rule extract: input: ...`
-        env = CONDA_ENV.search(body)
-        script = SCRIPT.search(body)
-        out[name] = {
-            "file": smk,
-            "directives": directives,
-            "env": env.group("env") if env else None,
-            "script": (smk.parent / script.group("path")).resolve() if script else None,
-        }
-    return out
 
 
 def _guarded(tree: ast.AST) -> set[int]:

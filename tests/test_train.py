@@ -15,11 +15,11 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
-import starfile
 import torch
 
 from affinity_vae.data import load_subtomos, training_data
 from affinity_vae.errors import InputError
+from affinity_vae.io.star import particle_table, write_star
 from affinity_vae.model import load_trained
 from affinity_vae.train import fit, main, variant_configs
 
@@ -56,16 +56,16 @@ def make_dataset(folder: Path, per_class: int = 12, splits=("train", "train", "t
                 v = np.rot90(shape(c), rng.integers(4), axes=tuple(rng.choice(3, 2, False)))
                 v = v + rng.normal(0, 0.3, v.shape)
                 boxes.append(((v - v.mean()) / v.std()).astype(np.float32))
-                rows.append({"rlnTomoName": f"model_{t}", "rlnCoordinateX": 1.0,
-                             "rlnCoordinateY": 2.0, "rlnCoordinateZ": 3.0,
-                             "rlnClassNumber": ci + 1, "avaeClass": c,
-                             "avaeSplit": "unseen" if c in unseen else split,
-                             "avaeStackIndex": len(rows)})
+                rows.append((c, "unseen" if c in unseen else split))
+        names, spl = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+        n = len(rows)
+        table = particle_table(f"model_{t}", f"model_{t}.mrcs", names, CLASSES, spl,
+                               rng.uniform(0, 99, (n, 3)), np.zeros((n, 3)), np.zeros((n, 3)))
         stack, star = folder / f"model_{t}.mrcs", folder / f"model_{t}.star"
         with mrcfile.new(stack, overwrite=True) as mrc:
             mrc.set_data(np.stack(boxes))
             mrc.voxel_size = 10.0
-        starfile.write(pd.DataFrame(rows), star, overwrite=True)
+        write_star(star, table)
         stacks.append(stack)
         stars.append(star)
     pd.DataFrame(AFFINITY, index=CLASSES, columns=CLASSES).to_csv(folder / "affinity.csv")
@@ -193,8 +193,7 @@ def test_main_trains_both_variants(dataset, tmp_path):
         main(smk)
         model, meta = load_trained(out / "model.pt")
         assert meta["variant"] == variant and meta["classes"] == CLASSES
-        assert meta["pose_dims"] == (0 if variant == "avae" and False else
-                                     TINY_MODEL["pose_dims"] if variant == "avae" else 0)
+        assert meta["pose_dims"] == (TINY_MODEL["pose_dims"] if variant == "avae" else 0)
         assert meta["train"]["gamma"]["max"] == (0.0 if variant == "bvae" else 1.0)
         hist = pd.read_csv(out / "history.csv")
         assert list(hist.epoch) == [1, 2] and (out / "curves.png").stat().st_size > 1000

@@ -145,7 +145,11 @@ def apply_overrides(df: pd.DataFrame, overrides: Sequence[Sequence]) -> pd.DataF
             if c not in out.index:
                 raise InputError(f"config key 'affinity.overrides': unknown class '{c}' "
                                  f"(classes: {list(out.index)}) -- fix the name")
-        if not isinstance(v, (int, float)) or not -1.0 <= float(v) <= 1.0:
+        try:  # snakemake --config passes nested numbers as strings
+            v = float(v)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not -1.0 <= v <= 1.0:
             raise InputError(f"config key 'affinity.overrides': value {v!r} for ({a}, {b}) "
                              f"is not a number in [-1, 1] -- fix it")
         if a == b and float(v) != 1.0:

@@ -58,6 +58,26 @@ def decode(model, z: np.ndarray, pose: np.ndarray | None, device: str = "cpu",
     return np.concatenate(out)
 
 
+def write_stack(path: str | Path, stack: np.ndarray, voxel_size: float) -> None:
+    """Write decoded boxes (S, D, H, W) or (S, H, W) as an MRC stack, atomically.
+
+    (mrcfile marks 4D data as a volume stack by itself; io.mrc.write_volume calls
+    set_volume() on it, which mrcfile 1.5 rejects for 4D data.)
+    """
+    import mrcfile
+
+    from affinity_vae.io.atomic import atomic_path
+
+    data = np.ascontiguousarray(stack, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(data)
+            if data.ndim == 3:
+                mrc.set_image_stack()
+            mrc.voxel_size = voxel_size
+            mrc.update_header_stats()
+
+
 def view(volume: np.ndarray, mode: str) -> np.ndarray:
     """A 2D view of a box: the image itself (2D), the central z slice or the z projection (3D)."""
     if volume.ndim == 2:

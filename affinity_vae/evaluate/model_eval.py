@@ -18,7 +18,6 @@ from affinity_vae.evaluate.latents import block, latents_frame
 from affinity_vae.evaluate.run import (analyse_latents, read_affinity, read_manifest,
                                        write_json)
 from affinity_vae.io.atomic import atomic_path
-from affinity_vae.io.mrc import write_volume
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
                                              float(cfg.get("pose_sweep_sigma", 2.0)), full_turn)
         dec = interpolate.decode(model, z, p, device).reshape(len(rows), steps, *model.box)
         for name, stack in zip(names, dec):
-            write_volume(vol_dir / f"pose_sweep_{name}.mrcs", stack, voxel, stack=True)
+            interpolate.write_stack(vol_dir / f"pose_sweep_{name}.mrcs", stack, voxel)
         np.savez(vol_dir / "pose_sweep.npz", grid=dec, names=np.array(names))  # for `figures`
         what = "rotation angle over a full turn" if full_turn else (
             f"pose_0 from -{cfg.get('pose_sweep_sigma', 2.0)} to "
@@ -127,7 +126,7 @@ def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
     z = interpolate.linear_inputs(za, zb, steps)
     p = np.repeat(pose_mean[None], steps, 0) if P.shape[1] else None
     dec = interpolate.decode(model, z, p, device)
-    write_volume(vol_dir / f"interpolation_{pair[0]}_{pair[1]}.mrcs", dec, voxel, stack=True)
+    interpolate.write_stack(vol_dir / f"interpolation_{pair[0]}_{pair[1]}.mrcs", dec, voxel)
     np.savez(vol_dir / "interpolation.npz", grid=dec[None], names=np.array(["->".join(pair)]))
     grid = np.stack([dec, dec]) if dec.ndim == 4 else dec[None]
     modes = ["slice", "projection"] if dec.ndim == 4 else ["slice"]

@@ -34,12 +34,14 @@ rule affinity_method:
         f"{BENCH}/affinity/{{method}}.tsv"
     wildcard_constraints:
         method="soap|fsc",
-    threads: 2
     conda:
         env("affinity")
+    threads: 2
     params:
         # only this method's settings, so changing one method does not re-run the other
-        affinity=lambda wildcards: {wildcards.method: config["affinity"][wildcards.method]},
+        affinity=lambda wildcards: {
+            wildcards.method: config["affinity"][wildcards.method]
+        },
         seed=config["seed"],
     script:
         "../../scripts/affinity.py"
@@ -62,7 +64,10 @@ rule affinity_matrix:
     conda:
         env("affinity")
     params:
-        affinity=config["affinity"],
+        # method, path, tolerance, overrides, scale (the methods' settings live in their CSVs)
+        affinity={
+            k: v for k, v in config["affinity"].items() if k not in ("soap", "fsc")
+        },
     script:
         "../../scripts/affinity_matrix.py"
 

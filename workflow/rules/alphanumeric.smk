@@ -31,6 +31,7 @@ rule alphanumeric_affinity:
         csv="results/{glyph_run}/affinity/glyph.csv",
         png=report(
             "results/{glyph_run}/affinity/glyph.png",
+            caption="../report/glyph_affinity.rst",
             category="Affinity",
             labels={"matrix": "glyph (best NCC over rotations)"},
         ),

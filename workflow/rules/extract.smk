@@ -11,6 +11,8 @@ def extract_tomogram(wildcards):
 
 def subtomo_folder_files(wildcards):
     """Every particle file (and classes.csv) of the imported folder, so changes re-run it."""
+    if config["dataset"]["source"] != "subtomo_folder":
+        return []
     root = Path(config["dataset"]["path"])
     return sorted(
         str(p)
@@ -21,53 +23,56 @@ def subtomo_folder_files(wildcards):
     )
 
 
-if config["dataset"]["source"] == "subtomo_folder":
+def all_locations(wildcards):
+    """Every particle_locations.txt of the dataset: the class list spans the whole dataset."""
+    return [f"{tomogram_dir(t)}/particle_locations.txt" for t in tomograms()]
 
-    rule extract_imported:
-        input:
-            subtomo_folder_files,
-        output:
-            stack=f"{RUN}/subtomos/imported.mrcs",
-            star=f"{RUN}/subtomos/imported.star",
-        log:
-            f"{LOGS}/extract/imported.log",
-        benchmark:
-            f"{BENCH}/extract/imported.tsv"
-        conda:
-            env("extract")
-        params:
-            extract=config["extract"],
-            dataset=config["dataset"],
-            seed=config["seed"],
-        script:
-            "../../scripts/extract.py"
 
-else:
+# dataset.source subtomo_folder: one `imported` stack from the folder of particle files
+ruleorder: extract_imported > extract_tomogram
 
-    rule extract_tomogram:
-        input:
-            tomogram=extract_tomogram,
-            locations=lambda wc: f"{tomogram_dir(wc.tomo)}/particle_locations.txt",
-            # the class list (rlnClassNumber) spans the whole dataset
-            all_locations=[
-                f"{tomogram_dir(t)}/particle_locations.txt" for t in tomograms()
-            ],
-        output:
-            stack=f"{RUN}/subtomos/{{tomo}}.mrcs",
-            star=f"{RUN}/subtomos/{{tomo}}.star",
-        log:
-            f"{LOGS}/extract/{{tomo}}.log",
-        benchmark:
-            f"{BENCH}/extract/{{tomo}}.tsv"
-        conda:
-            env("extract")
-        params:
-            extract=config["extract"],
-            dataset=config["dataset"],
-            seed=config["seed"],
-            tomograms=tomograms(),
-        script:
-            "../../scripts/extract.py"
+
+rule extract_imported:
+    input:
+        subtomo_folder_files,
+    output:
+        stack=f"{RUN}/subtomos/imported.mrcs",
+        star=f"{RUN}/subtomos/imported.star",
+    log:
+        f"{LOGS}/extract/imported.log",
+    benchmark:
+        f"{BENCH}/extract/imported.tsv"
+    conda:
+        env("extract")
+    params:
+        extract=config["extract"],
+        dataset=config["dataset"],
+        seed=config["seed"],
+    script:
+        "../../scripts/extract.py"
+
+
+rule extract_tomogram:
+    input:
+        tomogram=extract_tomogram,
+        locations=lambda wc: f"{tomogram_dir(wc.tomo)}/particle_locations.txt",
+        all_locations=all_locations,
+    output:
+        stack=f"{RUN}/subtomos/{{tomo}}.mrcs",
+        star=f"{RUN}/subtomos/{{tomo}}.star",
+    log:
+        f"{LOGS}/extract/{{tomo}}.log",
+    benchmark:
+        f"{BENCH}/extract/{{tomo}}.tsv"
+    conda:
+        env("extract")
+    params:
+        extract=config["extract"],
+        dataset=config["dataset"],
+        seed=config["seed"],
+        tomograms=tomograms(),
+    script:
+        "../../scripts/extract.py"
 
 
 rule extract:
