@@ -24,8 +24,13 @@ demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m affinity_vae.where $(CONFIG)
 
+# Fast tests first; then the end-to-end (`slow`) ones, the SLURM run first: it makes the tiny run
+# (results/tiny) through sbatch, and the re-run, report and other end-to-end tests reuse it.
 test: venv
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests; fast=$$?; \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow \
+	  tests/test_slurm.py tests/test_rerun.py tests; slow=$$?; \
+	test $$fast -eq 0 -a $$slow -eq 0
 
 benchmark: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks

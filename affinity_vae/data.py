@@ -172,13 +172,25 @@ CUBE_ROTATIONS = _cube_rotations()
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """Randomly rotate every box of a batch x (N, 1, *box).
 
-    mode ``none``; ``rot90``: a uniformly chosen element of the 90-degree rotation group
+    mode ``none``; ``wedge``: identity or a 180-degree turn about z, y or x (the rotations
+    that keep the tilt axis and beam direction, hence the missing wedge, where they are);
+    ``rot90``: a uniformly chosen element of the 90-degree rotation group
     (24 in 3D, 4 in 2D; one op per group element present, not per sample; needs a cubic box);
     ``any``: uniform random rotations by trilinear resampling (affine_grid/grid_sample).
     """
     if mode == "none":
         return x
     n, nd = x.shape[0], x.dim() - 2
+    if mode == "wedge":  # identity and 180-degree turns about z, y, x: axes stay axes
+        k = 4 if nd == 3 else 2
+        pick = torch.randint(k, (n,), generator=generator)
+        out = x.clone()
+        for g in range(1, k):
+            idx = (pick == g).nonzero().squeeze(1)
+            if len(idx):
+                dims = [d for d in range(2, 2 + nd) if nd == 2 or d != 1 + g]
+                out[idx] = x[idx].flip(dims[:2])
+        return out
     if mode == "rot90":
         if len(set(x.shape[2:])) != 1:
             raise ValueError(f"rot90 augmentation needs a cubic/square box, got {x.shape[2:]}")
@@ -213,4 +225,4 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False)
-    raise ValueError(f"augmentation mode must be none, rot90 or any, got {mode!r}")
+    raise ValueError(f"augmentation mode must be none, wedge, rot90 or any, got {mode!r}")

@@ -136,7 +136,8 @@ def fig3(affinity: pd.DataFrame, emb: pd.DataFrame, classes: Sequence[str], vol_
 
 def fig6(affinity: pd.DataFrame, sims: Mapping[str, pd.DataFrame], rs: Mapping[str, float],
          path: str | Path, dpi: int) -> None:
-    fig, axes = plt.subplots(len(sims), 3, figsize=(17, 5.2 * len(sims)), squeeze=False)
+    fig, axes = plt.subplots(len(sims), 3, figsize=(18, 5.2 * len(sims)), squeeze=False,
+                             layout="constrained")
     for row, (v, sim) in zip(axes, sims.items()):
         order = [c for c in affinity.index if c in sim.index]
         draw_prior_vs_learned(row, affinity.loc[order, order], sim, rs[v], NAMES.get(v, v))
@@ -146,7 +147,8 @@ def fig6(affinity: pd.DataFrame, sims: Mapping[str, pd.DataFrame], rs: Mapping[s
 def fig7(conf: Mapping[str, pd.DataFrame], per_class: Mapping[str, Mapping], path: str | Path,
          dpi: int) -> None:
     n = len(conf)
-    fig, axes = plt.subplots(1, n + 1, figsize=(6 * (n + 1), 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, n + 1, figsize=(6 * (n + 1), 5.5), squeeze=False,
+                             layout="constrained")
     for ax, (v, table) in zip(axes[0], conf.items()):
         draw_heatmap(ax, table.to_numpy(float), list(table.index), list(table.columns),
                      f"{NAMES.get(v, v)}: normalised confusion (test)", vmin=0, vmax=1,

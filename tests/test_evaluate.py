@@ -4,6 +4,7 @@ group F1, prior-vs-learned Pearson r, unseen-class placement, pose error, Table 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -248,3 +249,52 @@ def test_table1_lists_both_models(tmp_path):
     assert t.loc["macro-F1 (test)", "beta-VAE"] == 0.8
     md = (tmp_path / "t.md").read_text()
     assert "| Pearson r (affinity vs latent cosine) | 0.950 | 0.300 |" in md
+
+
+def test_figures_regenerate_from_cached_results_without_torch(tmp_path):
+    """The `figures` stage reads only eval/ and affinity/ (torch is made unimportable)."""
+    import subprocess
+    import sys
+
+    aff = affinity_matrix()
+    aff.to_csv(tmp_path / "affinity.csv")
+    ev = tmp_path / "eval"
+    lat = latents(noise=0.05)
+    lat["pose_0"] = np.linspace(-1, 1, len(lat))
+    lat["euler_z1"] = 40 * lat["pose_0"]
+    paths = {}
+    for v in ("avae", "bvae"):
+        d = ev / v
+        (d / "volumes").mkdir(parents=True)
+        out = {k: str(d / f"{k}.csv") for k in ("similarity", "confusion_norm")}
+        res = analyse_latents(lat, CLASSES, aff, CFG, 0, out)
+        res["pose"] = {"spearman_rho": 1.0, "dimension": 0}
+        (d / "metrics.json").write_text(json.dumps(res))
+        paths[v] = d / "metrics.json"
+        emb = lat[["class", "split", "tomogram", "stack_index"]].copy()
+        emb["umap_x"], emb["umap_y"] = lat["mu_0"], lat["mu_1"]
+        emb.to_csv(d / "embedding.csv", index=False)
+        lat.to_parquet(d / "latents.parquet")
+        np.savez(d / "volumes" / "pose_sweep.npz", grid=np.random.rand(2, 3, 8, 8, 8),
+                 names=np.array(["ring5", "mean"]))
+    summarise(paths, ev / "metrics.json")
+    figs = tmp_path / "figures"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from affinity_vae.figures import make_figures\n"
+        f"t = make_figures({str(ev)!r}, {str(tmp_path / 'affinity.csv')!r}, "
+        f"{{k: {str(figs)!r} + '/' + f for k, f in [('fig2', 'fig2.png'), ('fig3', 'fig3.png'), "
+        f"('fig6', 'fig6.png'), ('fig7', 'fig7.png'), ('table1_csv', 'table1.csv'), "
+        f"('table1_md', 'table1.md')]}}, "
+        "dpi=40)\n"
+        "print(t.loc['macro-F1 (test)', 'aVAE'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parents[1]), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) == 1.0
+    import matplotlib.image as mpimg
+
+    for name in ("fig2", "fig3", "fig6", "fig7"):
+        img = mpimg.imread(figs / f"{name}.png")
+        assert img.std() > 0.05, f"{name} is blank"
+    assert "| macro-F1 (test) | 1.000 | 1.000 |" in (figs / "table1.md").read_text()

@@ -131,6 +131,12 @@ def test_star_contract_class_numbers_splits_and_zscore(dataset, tmp_path):
         assert mrc.is_volume_stack() and mrc.header.dmean == pytest.approx(0, abs=1e-5)
     _, stack2 = run(dataset, tmp_path, class_list=["3d2f"], unseen=["3D2F"])
     assert (read_star(tmp_path / "model_0.star")["avaeSplit"] == "unseen").all()
+    # a kept SHREC vesicle line has NaN angles: RELION angles 0, the original NaN kept
+    run(dataset, tmp_path, Settings(box_size=BOX, exclude_classes=()),
+        class_list=["3d2f", "vesicle"])
+    vesicle = read_star(tmp_path / "model_0.star").iloc[-1]
+    assert vesicle["avaeClass"] == "vesicle" and vesicle["rlnClassNumber"] == 2
+    assert vesicle["rlnAngleRot"] == 0 and np.isnan(vesicle["avaeEulerZ1"])
 
 
 def test_edge_particles_are_skipped_or_padded(dataset, tmp_path, caplog):

@@ -175,3 +175,13 @@ def augment_one(x: torch.Tensor, g: int) -> torch.Tensor:
     perm, flips = CUBE_ROTATIONS[g]
     y = x.permute(0, 1, *(2 + p for p in perm))
     return y.flip([2 + f for f in flips]) if flips else y
+
+
+def test_wedge_augmentation_keeps_axes():
+    """The 'wedge' mode only turns boxes by 180 degrees about z, y or x (or not at all)."""
+    x = torch.randn(1, 1, 4, 5, 6)
+    y = augment(x.repeat(32, 1, 1, 1, 1), "wedge", torch.Generator().manual_seed(1))
+    allowed = [x, x.flip([3, 4]), x.flip([2, 4]), x.flip([2, 3])]
+    assert y.shape == (32, 1, 4, 5, 6)
+    assert all(any(torch.equal(y[i:i + 1], a) for a in allowed) for i in range(32))
+    assert len({y[i].numpy().tobytes() for i in range(32)}) == 4

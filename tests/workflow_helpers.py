@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RULES = REPO / "workflow" / "rules"
@@ -153,3 +155,16 @@ def plan(*args: str, env: dict[str, str] | None = None) -> tuple[dict[str, int],
     """Dry-run (`snakemake -n`) with the given arguments: (job table, full output)."""
     proc = snakemake("-n", *args, env=env)
     return job_table(proc.stdout), proc.stdout
+
+
+# The finished tiny run (the tiny config's own run name) is shared by the SLURM test (which makes
+# it through SLURM, first: see the test order in the Makefile), the re-run tests and the other
+# end-to-end tests.
+TINY_RUN = yaml.safe_load(TINY.read_text())["run"]
+
+
+def ensure_tiny_run() -> Path:
+    """results/<TINY_RUN>, complete for the tiny config (a no-op when it already is)."""
+    snakemake("--cores", "2", "--configfile", str(TINY), "--config", f"run={TINY_RUN}",
+              timeout=1800)
+    return REPO / "results" / TINY_RUN

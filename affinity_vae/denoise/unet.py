@@ -126,7 +126,7 @@ class TiledUNet:
     Args:
         model: topaz ``UDenoiseNet3D`` (eval mode, on ``device``).
         core: edge of a tile's core in voxels, a multiple of 32; memory grows with
-            (core + 2 * halo)^3 (about 1.2 kB per voxel on CPU).
+            (core + 24)^3 (about 1.2 kB per voxel on CPU: 4 GB at core 128).
         halo: full-resolution halo of stage D; default (None) the exact one.
     """
 
@@ -193,6 +193,8 @@ class TiledUNet:
             p2[(0, slice(None), *_scaled(core_sl, 4))] = m.enc2(m.enc1(
                 self._x(vol, tile_sl, mean, std)))[(0, slice(None), *_scaled(inner, 4))]
 
+        log.info("stage A (encoder, %d tiles) done after %.1f s", len(list(tiles(
+            full, self.core, h.enc))), time.perf_counter() - t_start)
         # stage B: everything at 1/8 resolution and below, untiled (64x smaller than the volume)
         p3 = m.enc3(p2)
         p4 = m.enc4(p3)
@@ -210,6 +212,7 @@ class TiledUNet:
             d3[(0, slice(None), *core_sl)] = m.dec3(torch.cat([_up(d4_t, p2_t), p2_t], 1))[
                 (0, slice(None), *inner)]
         del p2, d4
+        log.info("stages B, C (coarse levels) done after %.1f s", time.perf_counter() - t_start)
 
         # stage D: full and half resolution, tiled; the core goes straight into ``out``
         shape = vol.shape

@@ -18,8 +18,12 @@ def draw_prior_vs_learned(axes: Sequence[plt.Axes], affinity: pd.DataFrame,
     learned = learned.loc[classes, classes]
     a, s = affinity.to_numpy(float), learned.to_numpy(float)
     draw_heatmap(axes[0], a, classes, classes, "affinity (prior)", fmt=".2f", annotate=False)
-    draw_heatmap(axes[1], s, classes, classes, f"{label} class-mean cosine similarity".strip(),
-                 vmin=-1, vmax=1, cmap="RdBu_r", annotate=False)
+    off = s[~np.eye(len(classes), dtype=bool)]
+    lo = float(np.nanmin(off)) if np.isfinite(off).any() else -1.0
+    # colour range from the data (a shared offset of mu can put every cosine near 1)
+    draw_heatmap(axes[1], s, classes, classes,
+                 f"{label} class-mean cosine similarity".strip(), vmin=lo, vmax=1.0,
+                 annotate=False)
     iu = np.triu_indices(len(classes), k=1)
     ax = axes[2]
     ax.scatter(a[iu], s[iu], s=10, color="tab:blue")
@@ -33,7 +37,7 @@ def prior_vs_learned(affinity: pd.DataFrame, learned: pd.DataFrame, r: float, pa
     """Write the prior-vs-learned figure (Fig. 3a beside Fig. 6a) as a PNG."""
     n = len(affinity)
     size = max(4.0, 0.3 * n + 2)
-    fig, axes = plt.subplots(1, 3, figsize=(3 * size + 1, size))
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size + 2, size), layout="constrained")
     draw_prior_vs_learned(axes, affinity, learned, r, label)
     save(fig, path, dpi)
 

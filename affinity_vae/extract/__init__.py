@@ -155,7 +155,7 @@ def import_folder(folder: str | os.PathLike, stack: str | os.PathLike, star: str
     first, _ = read_particle(files["path"][0])
     box, ndim = first.shape[0], first.ndim
     if s.bin_to is not None:
-        s.check(box)
+        s.check(box, where=f"{files['path'][0]} (binning with extract.bin_to)")
     unseen_map = check_unseen(unseen, class_list, str(folder)) if unseen else {}
     splits = folder_splits(names, files["test"].to_numpy(bool), fractions, seed)
     splits = np.array(["unseen" if n.lower() in unseen_map else sp

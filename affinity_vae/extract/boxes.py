@@ -18,8 +18,6 @@ from affinity_vae.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 VOXEL_RTOL = 1e-3  # header voxel size vs config
-
-
 MADV_POPULATE_READ = 22  # Linux >= 5.14: map a range in one call instead of page by page
 
 
@@ -109,12 +107,13 @@ def cut_boxes(vol: np.ndarray, corners: np.ndarray, box: int, fill: float,
               stream: bool = False) -> np.ndarray:
     """(m, box, box, box) float32 boxes at (m, 3) z y x corners; outside voxels = ``fill``.
 
-    With ``stream`` (corners sorted by z, no later call reads below corners[-1, 0]) the pages of
-    a memory-mapped ``vol`` below the current box are released as the cut moves up in z.
+    With ``stream`` (corners sorted by z, nothing below corners[0, 0] is read again) the pages
+    of a memory-mapped ``vol`` below the current box are released as the cut moves up in z, and
+    the slices ahead are mapped in one call.
     """
     out = np.empty((len(corners), box, box, box), dtype=np.float32)
     shape = np.asarray(vol.shape)
-    released = mapped = max(int(corners[0, 0]), 0) if len(corners) else 0
+    released, mapped = 0, max(int(corners[0, 0]), 0) if len(corners) else 0
     for j, c in enumerate(corners):
         if stream and c[0] - released >= 8:
             release(vol[released:c[0]])

@@ -36,12 +36,13 @@ class Settings:
                 cfg[key] = tuple(cfg[key])
         return cls(**cfg)
 
-    def check(self, box: int | None = None) -> None:
-        """Raise InputError for inconsistent sizes (box: the box actually cut)."""
+    def check(self, box: int | None = None, where: str = "config key 'extract.box_size'"
+              ) -> None:
+        """Raise InputError for inconsistent sizes (box: the box actually cut, from ``where``)."""
         box = self.box_size if box is None else box
         if box % 2:
-            raise InputError(f"config key 'extract.box_size': {box} is odd -- use an even size "
-                             f"(e.g. {box + 1}) so the particle sits on the box centre voxel")
+            raise InputError(f"{where}: box size {box} is odd -- use an even size (e.g. "
+                             f"{box + 1}) so the particle sits on the box centre voxel")
         if self.bin_to is None:
             return
         if self.bin_to % 2 or self.bin_to >= box:

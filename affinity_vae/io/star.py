@@ -74,7 +74,7 @@ def write_star(path: str | os.PathLike, table: pd.DataFrame) -> None:
     if missing:
         raise ValueError(f"STAR table lacks columns {missing}")
     with atomic_path(path) as tmp:
-        starfile.write({BLOCK: table[STAR_COLUMNS]}, tmp, float_format="%.6f")
+        starfile.write({BLOCK: table[STAR_COLUMNS]}, tmp, float_format="%.6f", na_rep="nan")
 
 
 def read_star(path: str | os.PathLike) -> pd.DataFrame:

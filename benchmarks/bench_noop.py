@@ -1,0 +1,51 @@
+"""No-op Snakemake: how long `snakemake` takes to say "Nothing to be done" on a finished run of the
+default config (config/config.yaml). Goal: < 5 s. Makes the default run first when it is missing
+or out of date (minutes). Also records the floor under it: importing Snakemake's CLI alone."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._common import record
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONFIG = REPO / "config" / "config.yaml"
+
+
+def _wall(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}")
+    return dt, proc.stdout
+
+
+def main(repeat: int = 5) -> None:
+    smk = [str(BIN / "snakemake"), "--cores", "2", "--configfile", str(CONFIG)]
+    _, out = _wall([*smk, "-n"])
+    if "Nothing to be done" not in out:
+        print("finishing the default run first (snakemake --cores 2) ...", flush=True)
+        _wall(smk)
+    times = []
+    for _ in range(repeat):
+        dt, out = _wall(smk)
+        assert "Nothing to be done" in out, out[-2000:]
+        times.append(dt)
+    floor = min(_wall([sys.executable, "-c", "import snakemake.cli"])[0] for _ in range(3))
+    record("noop_snakemake_default_s", statistics.median(times), "s", target="< 5 s",
+           note=f"median of {repeat} no-op `snakemake --cores 2` on a finished default run "
+                f"(best {min(times):.2f} s); wall time of the whole process")
+    record("snakemake_import_floor_s", floor, "s",
+           note="`python -c 'import snakemake.cli'` alone (best of 3): the part of the no-op "
+                "that the workflow cannot change")
+
+
+if __name__ == "__main__":
+    main()
