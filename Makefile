@@ -26,10 +26,11 @@ demo: venv
 
 # Fast tests first; then the end-to-end (`slow`) ones, the SLURM run first: it makes the tiny run
 # (results/tiny) through sbatch, and the re-run, report and other end-to-end tests reuse it.
+SLOW_FIRST := tests/test_slurm.py tests/test_rerun.py
+SLOW_ORDER := $(SLOW_FIRST) $(filter-out $(SLOW_FIRST),$(sort $(wildcard tests/test_*.py)))
 test: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests; fast=$$?; \
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow \
-	  tests/test_slurm.py tests/test_rerun.py tests; slow=$$?; \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow $(SLOW_ORDER); slow=$$?; \
 	test $$fast -eq 0 -a $$slow -eq 0
 
 benchmark: venv

@@ -73,7 +73,7 @@ SelectTypeParameters=CR_Core_Memory
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
-MinJobAge=600
+MinJobAge=3600
 SlurmdTimeout=60
 GresTypes=gpu
 $overrides

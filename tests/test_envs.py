@@ -39,10 +39,6 @@ PROVIDERS: dict[str, set[str]] = {
     "Bio": {"biopython"},
     "dateutil": {"python-dateutil"},
 }
-# packages a module needs without importing them (pandas parquet I/O needs pyarrow)
-IMPLICIT: dict[str, tuple[re.Pattern[str], str]] = {
-    "pyarrow": (re.compile(r"\b(to_parquet|read_parquet)\s*\("), "pyarrow"),
-}
 PINNED_CONDA = re.compile(r"^[A-Za-z0-9_.\-]+\s*==?\s*[0-9][^\s]*$")
 PINNED_PIP = re.compile(r"^[A-Za-z0-9_.\-\[\]]+\s*==\s*[0-9][^\s]*$")
 
@@ -74,75 +70,172 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(REPO).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+class Closure:
+    """What one rule's job imports: the script's module-level imports, then (transitively) every
+    affinity_vae module it loads (their module-level code runs on import) and every function it
+    can reach from the script by name (their function-level, lazy imports run when called).
+    In a function that dispatches on ``smk.rule == "<rule>"`` only this rule's branch is followed,
+    so one script may serve rules with different envs."""
 
+    def __init__(self, rule: str):
+        self.rule = rule
+        self.third: set[str] = set()
+        self.files: set[Path] = set()
+        self._loaded: set[str] = set()
+        self._visited: set[tuple[str, str]] = set()
+        self._trees: dict[Path, ast.Module] = {}
+        self._names: dict[str, dict[str, tuple[str, str | None]]] = {}
 
-def imports_of(path: Path) -> tuple[set[str], set[str]]:
-    """(top-level third-party names, affinity_vae module names) that a file imports."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    skip = _guarded(tree)
-    is_pkg = path.name == "__init__.py"
-    here = _module_name(path) if path.is_relative_to(REPO / LIB) else ""
-    package = here if is_pkg else here.rpartition(".")[0]
-    third, local = set(), set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    # -- modules
+    def _tree(self, path: Path) -> ast.Module:
+        if path not in self._trees:
+            self._trees[path] = ast.parse(path.read_text(), filename=str(path))
+        return self._trees[path]
+
+    def _resolve(self, modname: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        base = modname.split(".") if is_pkg else modname.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        return ".".join(base + ([node.module] if node.module else []))
+
+    def _imports(self, node, modname: str, is_pkg: bool, names: dict) -> None:
+        """Record one import statement: third-party names, affinity_vae modules to load, and
+        the local names it binds (name -> (module, attribute or None for a module))."""
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-            targets = names
+            for a in node.names:
+                top = a.name.split(".")[0]
+                if top == LIB:
+                    self.load(a.name)
+                    if a.asname:
+                        names[a.asname] = (a.name, None)
+                elif top not in sys.stdlib_module_names:
+                    self.third.add(top)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            names = [mod]
-            # `from affinity_vae.io import mrc` imports the submodule affinity_vae.io.mrc
-            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
-        else:
-            continue
-        for name in targets:
-            top = name.split(".")[0]
+            mod = self._resolve(modname, is_pkg, node)
+            top = mod.split(".")[0]
             if top == LIB:
-                if _module_file(name):
-                    local.add(name)
-            elif name in names and top and top not in sys.stdlib_module_names \
-                    and top != "__future__":
-                third.add(top)
-    return third, local
+                self.load(mod)
+                for a in node.names:
+                    sub = f"{mod}.{a.name}"
+                    if _module_file(sub):  # `from affinity_vae.io import mrc`: a submodule
+                        self.load(sub)
+                        names[a.asname or a.name] = (sub, None)
+                    else:
+                        names[a.asname or a.name] = (mod, a.name)
+            elif top and top != "__future__" and top not in sys.stdlib_module_names:
+                self.third.add(top)
 
+    def load(self, modname: str, path: Path | None = None) -> None:
+        """Import a module: its parents' and its own module-level code."""
+        if modname in self._loaded:
+            return
+        self._loaded.add(modname)
+        parts = modname.split(".")
+        for i in range(1, len(parts)):
+            self.load(".".join(parts[:i]))
+        path = path or _module_file(modname)
+        if path is None:
+            return
+        self.files.add(path)
+        tree = self._tree(path)
+        skip = _guarded(tree)
+        names: dict[str, tuple[str, str | None]] = {}
+        self._names[modname] = names
+        is_pkg = path.name == "__init__.py"
+        todo = list(tree.body)
+        while todo:  # module level, class bodies included, function bodies not
+            node = todo.pop(0)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if id(node) in skip:
+                continue
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                self._imports(node, modname, is_pkg, names)
+            else:
+                todo.extend(ast.iter_child_nodes(node))
 
-def import_closure(script: Path) -> tuple[set[str], list[Path]]:
-    """Third-party imports of a script and every affinity_vae module it reaches (with parents)."""
-    third: set[str] = set()
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        t, local = imports_of(path)
-        third |= t
-        for mod in local:
-            parts = mod.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__
-                f = _module_file(".".join(parts[:i]))
-                if f and f not in seen:
-                    todo.append(f)
-    for path in seen:
-        text = path.read_text()
-        for pkg, (pattern, _) in IMPLICIT.items():
-            if pattern.search(text):
-                third.add(pkg)
-    return third, sorted(seen)
+    # -- functions
+    def _defs(self, modname: str) -> dict[str, ast.AST]:
+        path = _module_file(modname)
+        if path is None:
+            return {}
+        return {n.name: n for n in self._tree(path).body
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+
+    def visit(self, modname: str, name: str) -> None:
+        """Everything calling ``modname.name`` can run (a function, or a class's methods)."""
+        if (modname, name) in self._visited:
+            return
+        self._visited.add((modname, name))
+        self.load(modname)
+        node = self._defs(modname).get(name)
+        if node is None:  # a name the module imported from another affinity_vae module
+            target = self._names.get(modname, {}).get(name)
+            if target and target[1]:
+                self.visit(*target)
+            return
+        bodies = [node] if not isinstance(node, ast.ClassDef) else [
+            n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        path = _module_file(modname)
+        for fn in bodies:
+            local: dict[str, tuple[str, str | None]] = {}
+            skip = _guarded(fn)
+            for stmt in self._branch(fn.body):
+                for sub in ast.walk(stmt):
+                    if id(sub) in skip:
+                        continue
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                        self._imports(sub, modname, path.name == "__init__.py", local)
+            for stmt in self._branch(fn.body):
+                self._follow(stmt, modname, local)
+
+    def _branch(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        """The statements of a function body this rule runs: ``if <x>.rule == "<r>":`` keeps
+        only the matching side (and stops after a matching side that returns)."""
+        out = []
+        for stmt in body:
+            m = isinstance(stmt, ast.If) and re.fullmatch(
+                r"\w+(\.\w+)*\.rule\s*(==|!=)\s*['\"](\w+)['\"]", ast.unparse(stmt.test))
+            if not m:
+                out.append(stmt)
+                continue
+            match = (m.group(3) == self.rule) == (m.group(2) == "==")
+            side = stmt.body if match else stmt.orelse
+            out.extend(self._branch(side))
+            if side and isinstance(side[-1], (ast.Return, ast.Raise)):
+                break
+        return out
+
+    def _follow(self, stmt: ast.AST, modname: str, local: dict) -> None:
+        """Visit every affinity_vae function or class a statement refers to by name."""
+        defs = self._defs(modname)
+        names = {**self._names.get(modname, {}), **local}
+        for sub in ast.walk(stmt):
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) \
+                    and sub.func.attr in ("to_parquet", "read_parquet"):
+                self.third.add("pyarrow")  # pandas parquet I/O needs pyarrow, unimported
+            if isinstance(sub, ast.Name):
+                if sub.id in defs:
+                    self.visit(modname, sub.id)
+                elif sub.id in names:
+                    mod, attr = names[sub.id]
+                    if attr:
+                        self.visit(mod, attr)
+            elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+                target = names.get(sub.value.id)
+                if target and target[1] is None:  # module.function
+                    self.visit(target[0], sub.attr)
+
+    def script(self, path: Path) -> "Closure":
+        """Run a rule's script: its imports, and whatever it calls at module level."""
+        name = "__script__"
+        self.load(name, path)
+        tree = self._tree(path)
+        for stmt in tree.body:
+            if not isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                self._follow(stmt, name, {})
+        return self
 
 
 def env_packages(env_file: Path) -> tuple[dict, set[str]]:
@@ -186,7 +279,8 @@ def test_env_provides_every_import(rule):
     info = JOB_RULES[rule]
     script: Path = info["script"]
     assert script.is_file(), f"rule {rule}: script {script} missing"
-    third, files = import_closure(script)
+    found = Closure(rule).script(script)
+    third, files = found.third, sorted(found.files)
     env_file = ENVS / f"{info['env']}.yaml"
     _, packages = env_packages(env_file)
     missing = sorted(m for m in third if not provided(m, packages))
@@ -222,6 +316,44 @@ def test_env_file_is_pinned_conda_env(env_file):
     assert len(names) == len(set(names)), f"{env_file.name}: duplicate packages"
 
 
+def test_envs_agree_on_versions():
+    """A package pinned in several envs has the same version everywhere (and python too)."""
+    versions: dict[str, dict[str, str]] = {}
+    for env_file in ENV_FILES:
+        data, _ = env_packages(env_file)
+        for dep in data.get("dependencies") or []:
+            specs = dep.get("pip", []) if isinstance(dep, dict) else [dep]
+            for spec in specs:
+                m = re.match(r"^([A-Za-z0-9_.\-]+)\s*==?\s*(\S+)", spec)
+                if m:
+                    versions.setdefault(m.group(1).lower(), {})[env_file.name] = m.group(2)
+    clashes = {pkg: v for pkg, v in versions.items() if len(set(v.values())) > 1}
+    assert not clashes, f"different pins across envs: {clashes}"
+
+
+def test_envs_pin_the_versions_the_venv_is_tested_with():
+    """The conda envs hold the versions of pyproject.toml's pins (what the tests run with)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {m.group(1).lower(): m.group(2) for m in
+            (re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", d.split(";")[0].strip()) for d in project)
+            if m}
+    conda_to_pypi = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
+    wrong = []
+    for env_file in ENV_FILES:
+        data, _ = env_packages(env_file)
+        for dep in data.get("dependencies") or []:
+            for spec in (dep.get("pip", []) if isinstance(dep, dict) else [dep]):
+                m = re.match(r"^([A-Za-z0-9_.\-]+)\s*==?\s*(\S+)", spec)
+                if not m:
+                    continue
+                name = conda_to_pypi.get(m.group(1).lower(), m.group(1).lower())
+                if name in pins and pins[name] != m.group(2):
+                    wrong.append(f"{env_file.name}: {spec} (pyproject.toml: {pins[name]})")
+    assert not wrong, wrong
+
+
 def test_every_env_file_is_used():
     used = {info["env"] for info in JOB_RULES.values()}
     unused = sorted(p.stem for p in ENV_FILES if p.stem not in used)
@@ -235,21 +367,33 @@ def test_conda_jobs_see_the_library():
     assert profile.get("conda-not-block-search-path-envvars") is True
 
 
-def test_closure_follows_library_imports(tmp_path, monkeypatch):
-    """The import walker itself: relative imports, submodules, guarded optional imports."""
+def test_closure_follows_what_a_rule_runs(tmp_path, monkeypatch):
+    """The import walker itself: module-level imports of every module loaded, lazy imports only
+    in functions the script reaches, only this rule's side of an ``smk.rule`` dispatch, guarded
+    optional imports skipped, parquet I/O needing pyarrow."""
     pkg = tmp_path / LIB / "sub"
     pkg.mkdir(parents=True)
     (tmp_path / LIB / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("from .inner import f\n")
+    (pkg / "__init__.py").write_text("from .inner import main\n")
     (pkg / "inner.py").write_text(
         "import numpy as np\nfrom typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    import torch\n"
         "try:\n    import numba\nexcept ImportError:\n    numba = None\n"
-        "def f(df):\n    import sklearn.metrics\n    return df.to_parquet('x')\n")
+        "from . import helpers\n"
+        "def unused():\n    import umap\n"
+        "def main(smk):\n"
+        "    if smk.rule == 'rule_a':\n        return a_part(smk)\n"
+        "    import sklearn.metrics\n    helpers.write(smk)\n"
+        "def a_part(smk):\n    import scipy.ndimage\n")
+    (pkg / "helpers.py").write_text(
+        "import pandas as pd\ndef write(df):\n    df.to_parquet('x')\n"
+        "def other():\n    import gemmi\n")
     script = tmp_path / "s.py"
-    script.write_text("import os\nfrom affinity_vae.sub import f\n")
+    script.write_text("import os\nfrom affinity_vae.sub import main\nrun(snakemake, main)\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
-    third, files = import_closure(script)
-    assert third == {"numpy", "sklearn", "pyarrow"}
-    assert {f.name for f in files} == {"s.py", "__init__.py", "inner.py"}
+    a = Closure("rule_a").script(script)
+    b = Closure("rule_b").script(script)
+    assert a.third == {"numpy", "pandas", "scipy"}
+    assert b.third == {"numpy", "pandas", "sklearn", "pyarrow"}
+    assert {f.name for f in b.files} == {"s.py", "__init__.py", "inner.py", "helpers.py"}
     assert provided("sklearn", {"scikit-learn"}) and not provided("sklearn", {"numpy"})

@@ -200,6 +200,12 @@ def test_binned_extraction_writes_the_binned_voxel_size(dataset, tmp_path):
     assert stack.shape == (len(CENTRES), 12, 12, 12)
 
 
+def test_invert_negates_the_boxes(dataset, tmp_path):
+    _, plain = run(dataset, tmp_path, Settings(box_size=BOX, normalise="none"))
+    _, inverted = run(dataset, tmp_path, Settings(box_size=BOX, normalise="none", invert=True))
+    np.testing.assert_array_equal(inverted, -plain)
+
+
 def test_class_filter_rename_and_case():
     s = Settings(rename={"3gl1": "smallA", "1BXN": "prot"}, exclude_classes=("vesicle", "4V94"))
     names = map_classes(["3GL1", "vesicle", "1bxn", "4v94", "Ring5"], s)

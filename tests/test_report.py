@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, snakemake_cmd
+from conftest import REPO, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 CONFIG = "tests/configs/tiny.yaml"

@@ -141,9 +141,9 @@ def _partitions() -> set[str]:
 @pytest.mark.slurm
 def test_tiny_pipeline_through_slurm(slurm_cluster):
     shutil.rmtree(REPO / "results" / RUN, ignore_errors=True)
-    env = {v: "" for v in SITE_VARS}
-    if "gpu" in _partitions():  # the CI cluster's GPU partition (stand-in gres gpu:1)
-        env["AVAE_SLURM_GPU_PARTITION"] = "gpu"
+    # .ci/slurm-up.sh's cluster: a `gpu` partition (stand-in gres gpu:1), job records kept 1 h
+    ours = "gpu" in _partitions()
+    env = {v: "" for v in SITE_VARS} | ({"AVAE_SLURM_GPU_PARTITION": "gpu"} if ours else {})
     proc = snakemake("--profile", "slurm", "--configfile", str(TINY), "--config", f"run={RUN}",
                      "--slurm-status-command", "squeue",
                      "--slurm-init-seconds-before-status-checks", "2",
@@ -168,15 +168,15 @@ def test_tiny_pipeline_through_slurm(slurm_cluster):
                             capture_output=True, text=True).stdout
     table = dict((line.split("|")[0], line.split("|")[1:]) for line in states.split())
     for s in submitted:
-        if s["id"] in table:  # squeue forgets finished jobs after MinJobAge
-            assert table[s["id"]][0] == "COMPLETED", (s, table[s["id"]])
+        if ours or s["id"] in table:  # elsewhere squeue may forget jobs (MinJobAge)
+            assert table.get(s["id"], ["missing"])[0] == "COMPLETED", (s, table.get(s["id"]))
     for s in (s for s in submitted if s["rule"] == "train_model"):
         info = subprocess.run(["scontrol", "show", "job", "-o", s["id"]], capture_output=True,
                               text=True).stdout
-        if info:
+        if ours or info:
             assert "gres:gpu:1" in info or "gres/gpu=1" in info, info
-            if env.get("AVAE_SLURM_GPU_PARTITION"):
-                assert "Partition=gpu " in info, info
+        if ours:
+            assert "Partition=gpu " in info, info
 
     # the results: a trained model's metrics and the paper's table
     run_dir = REPO / "results" / RUN

@@ -169,9 +169,13 @@ class TiledUNet:
         c1 = tuple(slice(max(0, s.start - top), min(n, s.stop + top))
                    for s, n in zip(inner, x.shape[2:]))
         u = F.interpolate(d2, scale_factor=2, mode="nearest")
-        u = u[(slice(None), slice(None), *(slice(a.start - 2 * b.start, a.stop - 2 * b.start)
-                                           for a, b in zip(c1, c2)))]
-        y = m.dec1(torch.cat([u, x[(slice(None), slice(None), *c1)]], 1))
+        del d2
+        h = torch.cat([u[(slice(None), slice(None), *(slice(a.start - 2 * b.start,
+                                                            a.stop - 2 * b.start)
+                                                      for a, b in zip(c1, c2)))],
+                       x[(slice(None), slice(None), *c1)]], 1)
+        del u  # peak memory: only the concatenation stays alive through dec1
+        y = m.dec1(h)
         return y[(0, 0, *(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, c1)))]
 
     @torch.inference_mode()

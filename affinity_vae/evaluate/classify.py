@@ -1,4 +1,4 @@
-"""Classifiers of latent means: a scikit-learn MLP or KNN, grid-searched on cross-validated macro-F1."""
+"""Classifiers of latent means: a scikit-learn MLP or KNN, grid-searched on CV macro-F1."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from affinity_vae.evaluate.plots import class_colors, draw_embedding, draw_heatm
 
 def draw_prior_vs_learned(axes: Sequence[plt.Axes], affinity: pd.DataFrame,
                           learned: pd.DataFrame, r: float, label: str = "") -> None:
-    """Affinity matrix | learned class-mean cosine similarity | scatter of the off-diagonal pairs."""
+    """Affinity matrix | learned class-mean cosine similarity | scatter of off-diagonal pairs."""
     classes = list(affinity.index)
     learned = learned.loc[classes, classes]
     a, s = affinity.to_numpy(float), learned.to_numpy(float)

@@ -110,6 +110,7 @@ def montage(grid: np.ndarray, row_labels: Sequence[str], path: str | Path, title
                 ax.set_ylabel(row_labels[r], fontsize=7, rotation=0, ha="right", va="center")
             if r == 0 and col_labels is not None:
                 ax.set_title(col_labels[s], fontsize=6)
-    kind = "" if grid.ndim == 4 else f" ({'central z slices' if mode == 'slice' else 'z projections'})"
+    what = "central z slices" if mode == "slice" else "z projections"
+    kind = "" if grid.ndim == 4 else f" ({what})"
     fig.suptitle(title + kind, fontsize=9)
     save(fig, path, dpi)

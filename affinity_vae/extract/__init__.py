@@ -127,7 +127,7 @@ def extract_tomogram(tomogram: str | os.PathLike, locations: str | os.PathLike,
             boxes = cut_boxes(vol, corners[idx], s.box_size, fill, stream=True)
             if s.bin_to:
                 boxes = bin_boxes(boxes, s.bin_to, s.bin_method)
-            writer.write(idx, normalise_boxes(boxes, s.normalise))
+            writer.write(idx, normalise_boxes(boxes, s.normalise, s.invert))
         write_star(star, table_out)
     log.info("%s: wrote %d boxes of %d^3 at %.4g A/voxel to %s", tomo, len(order), out_box,
              voxel * s.box_size / out_box, stack)
@@ -177,7 +177,7 @@ def import_folder(folder: str | os.PathLike, stack: str | os.PathLike, star: str
                 batch[j] = data
             if s.bin_to:
                 batch = bin_boxes(batch, s.bin_to, s.bin_method)
-            w.write(np.arange(k, k + len(batch)), normalise_boxes(batch, s.normalise))
+            w.write(np.arange(k, k + len(batch)), normalise_boxes(batch, s.normalise, s.invert))
         write_star(star, table)
     log.info("imported %d particles (%s) into %s", len(files),
              dict(zip(*np.unique(splits, return_counts=True))), stack)

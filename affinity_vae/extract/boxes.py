@@ -147,8 +147,11 @@ def bin_boxes(boxes: np.ndarray, target: int, method: str = "fourier") -> np.nda
     return scipy.fft.irfftn(spec, s=(target,) * nd, axes=axes, norm="forward").astype(np.float32)
 
 
-def normalise_boxes(boxes: np.ndarray, method: str) -> np.ndarray:
-    """In place: each box to zero mean and unit std (zscore; constant boxes to 0) or none."""
+def normalise_boxes(boxes: np.ndarray, method: str, invert: bool = False) -> np.ndarray:
+    """In place: optionally negate (invert), then each box to zero mean and unit std (zscore;
+    constant boxes become 0) or none."""
+    if invert:
+        np.negative(boxes, out=boxes)
     if method == "zscore":
         for b in boxes.reshape(len(boxes), -1):
             b -= np.float32(b.mean(dtype=np.float64))

@@ -20,6 +20,7 @@ class Settings:
     edge: str = "skip"
     pad_value: str = "mean"
     normalise: str = "zscore"
+    invert: bool = False
     bin_to: int | None = None
     bin_method: str = "fourier"
     exclude_classes: tuple[str, ...] = ("vesicle", "fiducial", "4V94")

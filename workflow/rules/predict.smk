@@ -2,34 +2,6 @@
 # nearest X" for poor fits) and poses as STAR (affinity_vae/predict.py; docs/evaluate.md).
 
 
-def predict_inputs():
-    """{name: (tomogram, coordinates)} of predict.tomograms; empty = the run's test tomograms."""
-    return {
-        t["name"]: (t["tomogram"], t["coordinates"])
-        for t in config["predict"]["tomograms"]
-    }
-
-
-def predict_new_names():
-    """A wildcard pattern matching only the configured new tomograms (none: matches nothing)."""
-    import re
-
-    return "|".join(re.escape(n) for n in predict_inputs()) or "(?!)"
-
-
-def predict_names():
-    return list(predict_inputs()) or list(config["dataset"]["splits"].get("test", []))
-
-
-def predict_boxes(wildcards):
-    """Boxes of a new tomogram (cut by predict_extract), or the run's own extracted stack."""
-    if wildcards.name in predict_inputs():
-        d = f"{RUN}/predict/{wildcards.name}"
-    else:
-        d = f"{RUN}/subtomos/{wildcards.name}"
-    return {"stack": f"{d}.mrcs", "star": f"{d}.star"}
-
-
 rule predict_extract:
     input:
         tomogram=lambda wc: predict_inputs()[wc.name][0],
