@@ -129,6 +129,17 @@ def _check_semantics(config: dict[str, Any]) -> None:
         if not Path(ds["path"]).is_dir():
             raise InputError(f"config key 'dataset.path': folder '{ds['path']}' does not exist "
                              f"-- point it at your data folder")
+    if ds["source"] == "simulate":
+        names = {f"model_{i}" for i in range(config["simulate"]["n_tomograms"])}
+    elif ds["source"] == "shrec":
+        names = set(ds["tomograms"])
+    else:
+        names = None
+    for split in ("test", "validation"):
+        for tomo in ds["splits"].get(split, []):
+            if names is not None and tomo not in names:
+                raise InputError(f"config key 'dataset.splits.{split}': tomogram '{tomo}' is not "
+                                 f"in the dataset ({', '.join(sorted(names))}) -- fix the name")
     st = config["structures"]
     from affinity_vae.structures.checks import check_structures_config  # no heavy imports
 

@@ -45,5 +45,13 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in kB)."""
+    """Peak resident memory of this process so far, in MB.
+
+    Reads VmHWM from /proc (ru_maxrss would also count a parent's peak inherited across fork).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

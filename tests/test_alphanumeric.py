@@ -126,8 +126,8 @@ def test_reduced_alphanumeric_run_separates_pose_from_shape(tmp_path):
     extra = tmp_path / "reduced.yaml"
     extra.write_text(yaml.safe_dump(REDUCED))
     proc = subprocess.run(
-        snakemake_cmd("--cores", "2", "--configfile", "config/alphanumeric.yaml", str(extra),
-                      "all", "figures"),
+        snakemake_cmd("all", "figures", "--cores", "2", "--configfile",
+                      "config/alphanumeric.yaml", str(extra)),
         cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = REPO / "results" / REDUCED["run"]

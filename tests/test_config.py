@@ -93,3 +93,9 @@ def test_nested_command_line_values_keep_their_types():
     check_config(cfg, SCHEMA)
     assert cfg["simulate"]["n_tomograms"] == 2 and cfg["seed"] == 3
     assert cfg["dataset"]["splits"]["test"] == ["model_1"]  # strings stay strings
+
+
+def test_split_naming_a_missing_tomogram_stops_before_any_job():
+    cfg = {"simulate": {"n_tomograms": 2}, "dataset": {"splits": {"test": ["model_9"]}}}
+    with pytest.raises(InputError, match=r"dataset.splits.test.*model_9.*model_0, model_1"):
+        check_config(cfg, SCHEMA)

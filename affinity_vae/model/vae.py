@@ -13,7 +13,7 @@ from affinity_vae.model.encoder import Encoder
 
 #: Architecture keys of config section ``model`` (defaults in workflow/schemas/model.schema.yaml).
 MODEL_DEFAULTS: dict[str, Any] = {
-    "decoder": "cnn", "latent_dims": 8, "pose_dims": 3, "channels": 8, "depth": 3,
+    "decoder": "cnn", "latent_dims": 16, "pose_dims": 3, "channels": 8, "depth": 3,
     "batch_norm": True, "n_gaussians": 256, "gmd_hidden": 256, "gmd_sigma_min": 0.5,
     "gmd_sigma_max": 3.0, "gmd_convs": 0,
 }

@@ -30,7 +30,8 @@ rule train_model:
         env("train")
     threads: 2
     resources:
-        mem_mb=6000,
+        # the particles are held in memory twice (stack + training tensor) plus torch
+        mem_mb=lambda wc, input: int(2000 + 3 * input.size_mb),
     params:
         model=config["model"],
         train=config["train"],
