@@ -135,6 +135,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
         names = set(ds["tomograms"])
     else:
         names = None
+    if ds["splits"].get("test") is None:  # default: the last tomogram (SHREC: model_9)
+        last = sorted(names, key=lambda n: (len(n), n))[-1] if names else None
+        ds["splits"]["test"] = [last] if last else []
     for split in ("test", "validation"):
         for tomo in ds["splits"].get(split, []):
             if names is not None and tomo not in names:
