@@ -2,7 +2,7 @@
  - the reference-size CNN-aVAE (channels 3 * 2^i, depth 4, latent 8, pose 3, batch 25, 32^3),
    against the reference implementation's ~11 samples/s on a 2-core CPU;
  - the default architecture and batch size (config model/train defaults), CNN and GMD decoders.
-Synthetic data: 400 random 32^3 boxes in 10 classes (speed does not depend on the content).
+Synthetic data: 200 random 32^3 boxes in 10 classes (speed does not depend on the content).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 import torch
 
 REFERENCE_SAMPLES_PER_S = 11.0
-N, CLASSES, BOX = 400, 10, 32
+N, CLASSES, BOX = 200, 10, 32
 
 
-def rate(model_cfg: dict, train_cfg: dict, threads: int, epochs: int = 2) -> tuple[float, float]:
+def rate(model_cfg: dict, train_cfg: dict, threads: int, epochs: int = 1) -> tuple[float, float]:
     """Best samples/s over ``epochs`` timed epochs after one warm-up epoch: by wall time, and
     by this process's CPU time divided by the threads (what an otherwise idle machine gives;
     differs from the wall figure when other processes share the cores)."""

@@ -94,7 +94,7 @@ def test_straight_through_weights_are_binary_with_nonzero_gradient():
     # the whole GMD decoder passes gradient to the weight logits
     model = AffinityVAE({"decoder": "gmd", "pose_dims": 4, "n_gaussians": 16, "depth": 2,
                          "channels": 2}, (8, 8, 8))
-    model.decode(torch.randn(2, 8), torch.randn(2, 4)).pow(2).sum().backward()
+    model.decode(torch.randn(2, model.latent_dims), torch.randn(2, 4)).pow(2).sum().backward()
     assert model.decoder.logits.weight.grad.abs().sum() > 0
 
 
