@@ -108,14 +108,12 @@ def test_config_targets_the_alphanumeric_run(repo):
     assert cfg["denoise"]["enabled"] is False
 
 
-# A reduced run of config/alphanumeric.yaml (fewer images and epochs, no baseline, a small
-# classifier grid) through the Snakefile; thresholds sit below what it reaches (see
-# docs/alphanumeric.md) with margin.
+# A reduced run of config/alphanumeric.yaml (no baseline, a small classifier grid, fewer epochs)
+# through the Snakefile; the thresholds sit below what it reaches (docs/alphanumeric.md).
 REDUCED = {
     "run": "test_alphanumeric",
     "affinity": {"path": "results/test_alphanumeric/affinity/glyph.csv"},
-    "dataset": {"alphanumeric": {"n_per_class": 80}},
-    "train": {"epochs": 25},
+    "train": {"epochs": 30},
     "evaluate": {"baseline": False, "cv_folds": 3, "mlp_hidden": [[32]], "mlp_alpha": [0.001],
                  "embed_max_points": 400, "interpolation_steps": 5},
 }
@@ -123,16 +121,24 @@ REDUCED = {
 
 @pytest.mark.slow
 def test_reduced_alphanumeric_run_separates_pose_from_shape(tmp_path):
+    from scipy.stats import spearmanr
+
     extra = tmp_path / "reduced.yaml"
     extra.write_text(yaml.safe_dump(REDUCED))
-    proc = subprocess.run(
-        snakemake_cmd("all", "figures", "--cores", "2", "--configfile",
-                      "config/alphanumeric.yaml", str(extra)),
+    proc = subprocess.run(  # one torch thread: no spin-waiting on a shared CI machine
+        snakemake_cmd("all", "figures", "--cores", "2", "--set-threads", "train_model=1",
+                      "evaluate_avae=1", "--configfile", "config/alphanumeric.yaml", str(extra)),
         cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = REPO / "results" / REDUCED["run"]
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert abs(metrics["pose"]["spearman_rho"]) >= 0.8
-    assert metrics["accuracy"] >= 0.85
-    assert metrics["unseen"]["v"]["nearest_training_class"] == "u"
+    assert metrics["accuracy"] >= 0.9  # shape: seen characters classified from the latent mean
+    # pose: within each character the pose channel orders the images by rotation angle
+    lat = pd.read_parquet(run / "eval" / "avae" / "latents.parquet")
+    lat = lat[lat["split"].isin(["validation", "test"])]
+    rho = [abs(spearmanr(g["pose_0"], g["euler_z1"]).statistic) for _, g in lat.groupby("class")]
+    assert np.median(rho) >= 0.8, rho
+    # the unseen v lands among its most affine training characters (u, a, b by the prior)
+    assert metrics["unseen"]["v"]["most_affine_training_class"] == "u"
+    assert metrics["unseen"]["v"]["nearest_training_class"] in {"u", "a", "b"}
     assert (run / "figures" / "fig2.png").stat().st_size > 10_000

@@ -70,8 +70,6 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float,
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(data)
             if stack and data.ndim == 3:
-                mrc.set_image_stack()
-            elif stack and data.ndim == 4:
-                mrc.set_volume()  # 4D data -> volume stack
+                mrc.set_image_stack()  # 4D data is a volume stack already
             mrc.voxel_size = voxel_size
             mrc.update_header_stats()
