@@ -7,6 +7,7 @@ Used by the Snakefile before any job is planned. Defaults live in the schema fil
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,21 @@ from referencing.jsonschema import DRAFT202012
 from affinity_vae.errors import InputError
 
 
+@functools.lru_cache(maxsize=None)
+def _load_schema(path: Path) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+    return yaml.load(path.read_text(), Loader=loader)
+
+
+def _schema(path: Path) -> dict[str, Any]:
+    """A schema file, parsed once per process (a fresh copy: callers may modify it)."""
+    return copy.deepcopy(_load_schema(Path(path).resolve()))
+
+
 def _registry(schema_dir: Path) -> Registry:
     def retrieve(uri: str) -> Resource:
         name = uri.rsplit("/", 1)[-1]
-        contents = yaml.safe_load((schema_dir / name).read_text())
+        contents = _schema(schema_dir / name)
         # Without "$schema" the sub-schema is validated by the caller's (extended) class.
         contents.pop("$schema", None)
         return Resource.from_contents(contents, default_specification=DRAFT202012)
@@ -37,7 +49,7 @@ def _key(error: jsonschema.ValidationError) -> str:
 def schema_errors(config: dict[str, Any], schema_path: Path) -> list[str]:
     """All schema violations of ``config``, one readable line each (empty when valid)."""
     schema_path = Path(schema_path)
-    schema = yaml.safe_load(schema_path.read_text())
+    schema = _schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema, registry=_registry(schema_path.parent))
     lines = []
     for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
@@ -70,7 +82,7 @@ def check_config(config: dict[str, Any], schema_path: Path) -> None:
 
 def _coerce(value: Any, schema: dict[str, Any], schema_dir: Path) -> Any:
     if "$ref" in schema:
-        schema = {**yaml.safe_load((schema_dir / schema["$ref"]).read_text()), **schema}
+        schema = {**_schema(schema_dir / schema["$ref"]), **schema}
     if isinstance(value, dict):
         props = schema.get("properties", {})
         return {k: _coerce(v, props.get(k, {}), schema_dir) for k, v in value.items()}
@@ -91,7 +103,7 @@ def coerce_strings(config: dict[str, Any], schema_path: Path) -> None:
     """Undo snakemake's `--config key='{...}'` parsing, which turns every nested scalar into a
     string: a string where the schema wants a number, boolean, null or list is parsed as YAML."""
     schema_path = Path(schema_path)
-    fixed = _coerce(config, yaml.safe_load(schema_path.read_text()), schema_path.parent)
+    fixed = _coerce(config, _schema(schema_path), schema_path.parent)
     config.clear()
     config.update(fixed)
 
@@ -114,7 +126,7 @@ def fill_defaults(config: dict[str, Any], schema_path: Path) -> None:
         yield from props_check(validator, props, instance, schema)
 
     filler = jsonschema.validators.extend(base, {"properties": properties})
-    schema = yaml.safe_load(schema_path.read_text())
+    schema = _schema(schema_path)
     for _ in filler(schema, registry=_registry(schema_path.parent)).iter_errors(config):
         pass  # already validated; iterating fills defaults at every depth
 

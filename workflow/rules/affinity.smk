@@ -2,22 +2,6 @@
 # (affinity_vae/affinity/; config keys and measured numbers in docs/affinity.md).
 
 
-def affinity_source(wildcards):
-    """The matrix affinity.csv is made from: the chosen method's CSV, or affinity.path."""
-    if config["affinity"]["method"] == "file":
-        path = config["affinity"].get("path")
-        return {"user": path} if path else {}
-    return {"matrix": f"{RUN}/affinity/{config['affinity']['method']}.csv"}
-
-
-def affinity_targets():
-    """affinity.csv, plus both computed matrices unless the matrix comes from a file."""
-    out = [f"{RUN}/affinity/affinity.csv"]
-    if config["affinity"]["method"] != "file":
-        out += expand(f"{RUN}/affinity/{{method}}.csv", method=["soap", "fsc"])
-    return out
-
-
 rule affinity_method:
     input:
         structures=f"{RUN}/structures",

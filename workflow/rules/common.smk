@@ -7,8 +7,11 @@ from snakemake.utils import validate
 
 REPO = Path(workflow.basedir).resolve()
 # The library is importable in every job (local, conda env or SLURM) without installing it.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [str(REPO)]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
 )
 sys.path.insert(0, str(REPO))
 
@@ -33,7 +36,9 @@ def tomograms():
         return [f"model_{i}" for i in range(config["simulate"]["n_tomograms"])]
     if ds["source"] == "shrec":
         return list(ds["tomograms"])
-    if ds["source"] == "alphanumeric":  # one rendered image stack (rule alphanumeric_dataset)
+    if (
+        ds["source"] == "alphanumeric"
+    ):  # one rendered image stack (rule alphanumeric_dataset)
         return ["alphanumeric"]
     return ["imported"]
 
@@ -48,3 +53,50 @@ def tomogram_dir(tomo):
 
 def all_targets():
     return [f"{RUN}/eval/metrics.json", f"{RUN}/figures/table1.md"]
+
+
+# --- input functions of stage `extract` ---
+def extract_tomogram(wildcards):
+    """The denoised tomogram, or the raw reconstruction when denoising is disabled."""
+    if config["denoise"].get("enabled", True):
+        return f"{RUN}/denoised/{wildcards.tomo}.mrc"
+    return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
+
+
+def subtomo_folder_files(wildcards):
+    """Every particle file (and classes.csv) of the imported folder, so changes re-run it."""
+    if config["dataset"]["source"] != "subtomo_folder":
+        return []
+    root = Path(config["dataset"]["path"])
+    return sorted(
+        str(p)
+        for sub in (root, root / "test")
+        if sub.is_dir()
+        for p in sub.iterdir()
+        if p.suffix.lower() in (".mrc", ".mrcs") or p.name == "classes.csv"
+    )
+
+
+def all_locations(wildcards):
+    """Every particle_locations.txt of the dataset: the class list spans the whole dataset."""
+    return [f"{tomogram_dir(t)}/particle_locations.txt" for t in tomograms()]
+
+
+# dataset.source subtomo_folder: one `imported` stack from the folder of particle files
+
+
+# --- input functions of stage `affinity` ---
+def affinity_source(wildcards):
+    """The matrix affinity.csv is made from: the chosen method's CSV, or affinity.path."""
+    if config["affinity"]["method"] == "file":
+        path = config["affinity"].get("path")
+        return {"user": path} if path else {}
+    return {"matrix": f"{RUN}/affinity/{config['affinity']['method']}.csv"}
+
+
+def affinity_targets():
+    """affinity.csv, plus both computed matrices unless the matrix comes from a file."""
+    out = [f"{RUN}/affinity/affinity.csv"]
+    if config["affinity"]["method"] != "file":
+        out += expand(f"{RUN}/affinity/{{method}}.csv", method=["soap", "fsc"])
+    return out

@@ -2,33 +2,6 @@
 # (or one `imported` stack for dataset.source subtomo_folder).
 
 
-def extract_tomogram(wildcards):
-    """The denoised tomogram, or the raw reconstruction when denoising is disabled."""
-    if config["denoise"].get("enabled", True):
-        return f"{RUN}/denoised/{wildcards.tomo}.mrc"
-    return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
-
-
-def subtomo_folder_files(wildcards):
-    """Every particle file (and classes.csv) of the imported folder, so changes re-run it."""
-    if config["dataset"]["source"] != "subtomo_folder":
-        return []
-    root = Path(config["dataset"]["path"])
-    return sorted(
-        str(p)
-        for sub in (root, root / "test")
-        if sub.is_dir()
-        for p in sub.iterdir()
-        if p.suffix.lower() in (".mrc", ".mrcs") or p.name == "classes.csv"
-    )
-
-
-def all_locations(wildcards):
-    """Every particle_locations.txt of the dataset: the class list spans the whole dataset."""
-    return [f"{tomogram_dir(t)}/particle_locations.txt" for t in tomograms()]
-
-
-# dataset.source subtomo_folder: one `imported` stack from the folder of particle files
 ruleorder: extract_imported > extract_tomogram
 
 
