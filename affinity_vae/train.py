@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Defaults of config section ``train`` (the schema workflow/schemas/train.schema.yaml is the
 #: user-facing source; these make the library usable without it).
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 40, "batch_size": 32, "learning_rate": 3e-3, "optimizer": "adam",
+    "epochs": 70, "batch_size": 32, "learning_rate": 3e-3, "optimizer": "adam",
     "weight_decay": 0.0, "device": "inherit", "validation_fraction": 0.1,
     "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
     "beta": {"kind": "cosine", "min": 1e-4, "max": 1e-3, "cycles": 2, "ratio": 0.5},

@@ -99,3 +99,13 @@ def test_split_naming_a_missing_tomogram_stops_before_any_job():
     cfg = {"simulate": {"n_tomograms": 2}, "dataset": {"splits": {"test": ["model_9"]}}}
     with pytest.raises(InputError, match=r"dataset.splits.test.*model_9.*model_0, model_1"):
         check_config(cfg, SCHEMA)
+
+
+def test_shrec2021_config_needs_only_the_download_path(tmp_path):
+    cfg = load("config/shrec2021.yaml")
+    with pytest.raises(InputError, match="'dataset.path' is required"):
+        check_config(copy.deepcopy(cfg), SCHEMA)
+    cfg["dataset"]["path"] = str(tmp_path)
+    check_config(cfg, SCHEMA)
+    assert cfg["dataset"]["splits"]["test"] == ["model_9"]
+    assert "4v94" in [c.lower() for c in cfg["extract"]["exclude_classes"]]

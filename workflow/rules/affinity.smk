@@ -9,6 +9,7 @@ rule affinity_method:
         csv=f"{RUN}/affinity/{{method}}.csv",
         png=report(
             f"{RUN}/affinity/{{method}}.png",
+            caption="../report/affinity.rst",
             category="Affinity",
             labels={"matrix": "{method}"},
         ),
@@ -38,6 +39,7 @@ rule affinity_matrix:
         csv=f"{RUN}/affinity/affinity.csv",
         png=report(
             f"{RUN}/affinity/affinity.png",
+            caption="../report/affinity.rst",
             category="Affinity",
             labels={"matrix": "used for training"},
         ),

@@ -100,3 +100,9 @@ def affinity_targets():
     if config["affinity"]["method"] != "file":
         out += expand(f"{RUN}/affinity/{{method}}.csv", method=["soap", "fsc"])
     return out
+
+
+# --- input functions of stage `train` ---
+def train_variants():
+    """avae, plus the bvae baseline unless evaluate.baseline is false."""
+    return ["avae", "bvae"] if config["evaluate"].get("baseline", True) else ["avae"]

@@ -2,11 +2,6 @@
 # gamma 0 and pose_dims 0, everything else the same; trained when evaluate.baseline is true).
 
 
-def train_variants():
-    """avae, plus the bvae baseline unless evaluate.baseline is false."""
-    return ["avae", "bvae"] if config["evaluate"].get("baseline", True) else ["avae"]
-
-
 rule train_model:
     input:
         stacks=expand(f"{RUN}/subtomos/{{tomo}}.mrcs", tomo=tomograms()),
@@ -17,6 +12,7 @@ rule train_model:
         history=f"{RUN}/model/{{variant}}/history.csv",
         curves=report(
             f"{RUN}/model/{{variant}}/curves.png",
+            caption="../report/curves.rst",
             category="Training",
             labels={"variant": "{variant}", "figure": "training curves"},
         ),
