@@ -2,16 +2,6 @@
 # affinity_vae/denoise/unet.py). When denoise.enabled is false, extract reads the reconstruction.
 
 
-def denoise_input(wildcards):
-    return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
-
-
-def denoise_mem_mb(wildcards, input):
-    """Peak memory: one tile (~1.2 kB per voxel of (patch + 24)^3) + ~4.5x the tomogram."""
-    tile_mb = 1.2 * (config["denoise"]["patch_size"] + 24) ** 3 / 1024
-    return int(1000 + tile_mb + 4.5 * input.size_mb)
-
-
 rule denoise_tomogram:
     input:
         denoise_input,
