@@ -109,3 +109,10 @@ def test_shrec2021_config_needs_only_the_download_path(tmp_path):
     check_config(cfg, SCHEMA)
     assert cfg["dataset"]["splits"]["test"] == ["model_9"]
     assert "4v94" in [c.lower() for c in cfg["extract"]["exclude_classes"]]
+
+
+def test_readme_config_reference_is_generated_from_the_schemas():
+    """The README's config reference is the schemas' (python -m affinity_vae.configdoc)."""
+    from affinity_vae.configdoc import reference
+
+    assert reference() in (REPO / "README.md").read_text()
