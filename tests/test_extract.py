@@ -344,12 +344,13 @@ def test_snakemake_extract_on_a_folder_given_by_path(dataset, tmp_path, source):
             res = snakemake(run_name, {
                 "denoise": {"enabled": False}, "extract": {"box_size": BOX},
                 "dataset": {"source": "shrec", "path": str(root),
-                            "tomograms": ["model_0", "model_1"], "splits": {"test": ["model_1"]}}},
+                            "tomograms": ["model_0", "model_1"], "splits": {"test": ["model_1"]},
+                            "unseen_classes": []}},
                 tmp_path)
             outputs = ["model_0", "model_1"]
         else:
             make_folder(tmp_path / "in", {"1bxn": 4, "ring5": 4})
-            res = snakemake(run_name, {"dataset": {"source": "subtomo_folder",
+            res = snakemake(run_name, {"dataset": {"source": "subtomo_folder", "unseen_classes": [],
                                                    "path": str(tmp_path / "in")}}, tmp_path)
             outputs = ["imported"]
         assert res.returncode == 0, res.stderr[-3000:]
