@@ -120,15 +120,16 @@ def fig3(affinity: pd.DataFrame, emb: pd.DataFrame, classes: Sequence[str], vol_
          path: str | Path, dpi: int) -> None:
     grid, names = _sweep(vol_dir)
     fig = plt.figure(figsize=(17, 5.5))
-    gs = fig.add_gridspec(1, 3, width_ratios=[1, 1.2, 1.3])
+    # the third column is room for the embedding's class legend
+    gs = fig.add_gridspec(1, 4, width_ratios=[1, 1.2, 0.3, 1.3])
     ax = fig.add_subplot(gs[0])
     draw_heatmap(ax, affinity.to_numpy(float), list(affinity.index), list(affinity.columns),
                  "(a) affinity prior", annotate=False)
     _embedding(fig.add_subplot(gs[1]), emb, classes, "(b) aVAE latent space (UMAP)")
     if grid is not None:
-        _montage_axes(fig, gs[2], grid, names, "(c) pose sweep (projections)")
+        _montage_axes(fig, gs[3], grid, names, "(c) pose sweep (projections)")
     else:
-        ax = fig.add_subplot(gs[2])
+        ax = fig.add_subplot(gs[3])
         ax.text(0.5, 0.5, "(c) no pose channel in this run", ha="center", va="center")
         ax.axis("off")
     save(fig, path, dpi)
