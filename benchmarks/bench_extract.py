@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import record
+from benchmarks._common import peak_rss_mb, record
 
 SIZE, N_BOXES, BOX = 512, 2000, 32
 
@@ -46,16 +46,6 @@ def make_dataset(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     locs.write_text("".join(f"{c} {x} {y} {z} {a:.3f} {b:.3f} {g:.3f}\n"
                             for c, (x, y, z), (a, b, g) in zip(classes, xyz, angles)))
     return tomo, locs
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process image in MB (VmHWM: unlike ru_maxrss it does not
-    inherit the parent's peak across fork + exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    from benchmarks._common import peak_rss_mb as maxrss  # not Linux: ru_maxrss
-    return maxrss()
 
 
 def child(mode: str, folder: str) -> None:
