@@ -155,6 +155,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
             if names is not None and tomo not in names:
                 raise InputError(f"config key 'dataset.splits.{split}': tomogram '{tomo}' is not "
                                  f"in the dataset ({', '.join(sorted(names))}) -- fix the name")
+    if config["train"]["pose_consistency"]["weight"] > 0 and ds["source"] != "alphanumeric":
+        raise InputError("config key 'train.pose_consistency.weight': the pose-consistency term "
+                         "needs 2D images (dataset.source alphanumeric) -- set it to 0")
     st = config["structures"]
     from affinity_vae.structures.checks import check_structures_config  # no heavy imports
 

@@ -226,3 +226,20 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
                              align_corners=False)
     raise ValueError(f"augmentation mode must be none, wedge, rot90 or any, got {mode!r}")
+
+
+def rotate_inplane(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate every image of x (N, 1, H, W) by its angle (N,) in radians, bilinear, zeros
+    outside; counter-clockwise as displayed (row 0 at the top), the sense of
+    affinity_vae.glyphs.rotate and of the alphanumeric STAR angle.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"rotate_inplane needs 2D images (N, 1, H, W), got shape {tuple(x.shape)}")
+    if angles.shape != (x.shape[0],):
+        raise ValueError(f"angles must have shape ({x.shape[0]},), got {tuple(angles.shape)}")
+    c, s = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    zero = torch.zeros_like(c)
+    theta = torch.stack([c, -s, zero, s, c, zero], 1).view(-1, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+

@@ -1,7 +1,9 @@
 """Stage `train`: fit the Affinity-VAE (variant avae) or the beta-VAE baseline (variant bvae).
 
 Loss per batch: recon + beta * KL + gamma * S (paper Eq. 1-2), beta and gamma annealed per epoch
-(affinity_vae.model.schedules). Checkpoints every ``train.checkpoint_every`` epochs go to
+(affinity_vae.model.schedules); on 2D data optionally + w * pose consistency (the batch is also
+encoded rotated by known random angles and the first pose dimension must follow them; see
+affinity_vae.model.losses.pose_consistency_loss). Checkpoints every ``train.checkpoint_every`` epochs go to
 ``<model dir>/checkpoints/``; a re-run resumes from the newest checkpoint whose config hash
 matches, and ends with the same weights as an uninterrupted run (same seed, same threads).
 """
@@ -25,7 +27,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from affinity_vae.data import TrainingData, augment, load_subtomos, training_data
+from affinity_vae.data import (TrainingData, augment, load_subtomos, rotate_inplane,
+                               training_data)
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_voxel_size
@@ -44,11 +47,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
     "beta": {"kind": "cosine", "min": 1e-4, "max": 1e-3, "cycles": 2, "ratio": 0.5},
     "gamma": {"kind": "flat", "min": 0.0, "max": 1.0, "cycles": 1, "ratio": 0.5},
+    "pose_consistency": {"weight": 0.0, "max_angle": 30.0, "centre": 0.1},
 }
 #: Keys that do not change the result and so are not part of the checkpoint hash.
 _NOT_HASHED = ("checkpoint_every", "keep_checkpoints", "device")
-HISTORY_COLUMNS = ["epoch", "beta", "gamma", "train_recon", "train_kl", "train_affinity",
-                   "train_total", "val_recon", "val_kl", "val_affinity", "val_total", "seconds"]
+TERMS = ("recon", "kl", "affinity", "pose", "total")
+HISTORY_COLUMNS = (["epoch", "beta", "gamma"] + [f"train_{t}" for t in TERMS]
+                   + [f"val_{t}" for t in TERMS] + ["seconds"])
 
 
 def train_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -115,12 +120,32 @@ def _checkpoints(folder: Path, key: str) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _losses(model, x, labels, affinity, cfg, beta, gamma):
-    x_hat, mu, logvar, _ = model(x)
+def _pose_angles(cfg: dict, model, n: int, gen: torch.Generator) -> torch.Tensor | None:
+    """Random in-plane angles (n,) in radians for the pose-consistency term, or None when the
+    term is off (weight 0 or no pose channel); draws nothing from ``gen`` when off."""
+    pc = cfg["pose_consistency"]
+    if pc["weight"] <= 0 or model.pose_dims == 0:
+        return None
+    return (torch.rand(n, generator=gen) * 2 - 1) * math.radians(pc["max_angle"])
+
+
+def _losses(model, x, labels, affinity, cfg, beta, gamma, angles=None):
+    """Loss terms (recon, kl, affinity, pose, total) of a batch; ``angles`` (N,) radians turns
+    the pose-consistency term on (None: it is 0)."""
+    x_hat, mu, logvar, pose = model(x)
     rec = losses.reconstruction_loss(x_hat, x, cfg["recon_loss"])
     kl = losses.kl_divergence(mu, logvar)
     aff = losses.affinity_loss(mu, labels, affinity)
-    return rec, kl, aff, rec + beta * kl + gamma * aff
+    total = rec + beta * kl + gamma * aff
+    if angles is None:
+        pose_term = rec.new_zeros(())
+    else:
+        angles = angles.to(x.device, x.dtype)
+        _, _, pose_rot = model.encode(rotate_inplane(x, angles))
+        pc = cfg["pose_consistency"]
+        pose_term = losses.pose_consistency_loss(pose, pose_rot, angles, pc["centre"])
+        total = total + pc["weight"] * pose_term
+    return rec, kl, aff, pose_term, total
 
 
 def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: float,
@@ -130,36 +155,40 @@ def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: flo
     n, bs = data.x.shape[0], cfg["batch_size"]
     perm = torch.randperm(n, generator=gen)
     affinity = data.affinity.to(device)
-    sums, seen = torch.zeros(4, dtype=torch.float64), 0
+    sums, seen = torch.zeros(len(TERMS), dtype=torch.float64), 0
     for start in range(0, n, bs):
         idx = perm[start:start + bs]
         if len(idx) < 2 and seen:   # batch-norm and the affinity term need >= 2 samples
             break
         xb = augment(data.x[idx], cfg["augment"], gen).to(device, non_blocking=True)
-        terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma)
+        angles = _pose_angles(cfg, model, len(idx), gen)
+        terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma,
+                        angles)
         opt.zero_grad(set_to_none=True)
         terms[-1].backward()
         opt.step()
         sums += torch.stack([t.detach().double().cpu() for t in terms]) * len(idx)
         seen += len(idx)
-    return dict(zip(("recon", "kl", "affinity", "total"), (sums / max(seen, 1)).tolist()))
+    return dict(zip(TERMS, (sums / max(seen, 1)).tolist()))
 
 
 @torch.no_grad()
 def evaluate_losses(model, x, labels, affinity, cfg, beta, gamma, device,
                     batch_size: int = 128) -> dict[str, float]:
-    """Mean losses on (x, labels) in eval mode (z = mu, no augmentation); NaN when empty."""
-    keys = ("recon", "kl", "affinity", "total")
+    """Mean losses on (x, labels) in eval mode (z = mu, no augmentation; the pose-consistency
+    angles from a fixed seed, the same every epoch); NaN when empty."""
     if x.shape[0] == 0:
-        return dict.fromkeys(keys, float("nan"))
+        return dict.fromkeys(TERMS, float("nan"))
     model.eval()
-    sums, n = torch.zeros(4, dtype=torch.float64), 0
+    gen = torch.Generator().manual_seed(0)
+    sums, n = torch.zeros(len(TERMS), dtype=torch.float64), 0
     for s in range(0, x.shape[0], batch_size):
         xb, lb = x[s:s + batch_size].to(device), labels[s:s + batch_size].to(device)
-        terms = _losses(model, xb, lb, affinity.to(device), cfg, beta, gamma)
+        angles = _pose_angles(cfg, model, len(xb), gen)
+        terms = _losses(model, xb, lb, affinity.to(device), cfg, beta, gamma, angles)
         sums += torch.stack([t.double().cpu() for t in terms]) * len(xb)
         n += len(xb)
-    return dict(zip(keys, (sums / n).tolist()))
+    return dict(zip(TERMS, (sums / n).tolist()))
 
 
 def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any], seed: int,
@@ -170,6 +199,9 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     (one row per epoch, columns HISTORY_COLUMNS)."""
     cfg = train_config(train_cfg)
     model_cfg = check_architecture(model_cfg, data.box)
+    if cfg["pose_consistency"]["weight"] > 0 and len(data.box) != 2:
+        raise InputError(f"config key 'train.pose_consistency.weight': the pose-consistency term "
+                         f"needs 2D images, got boxes of shape {tuple(data.box)} -- set it to 0")
     device = torch.device(device)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -242,17 +274,18 @@ def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, axes = plt.subplots(1, 5, figsize=(18, 3.4))
-    for ax, term in zip(axes, ("recon", "kl", "affinity", "total")):
+    terms = [t for t in TERMS if t != "pose" or history["train_pose"].abs().sum() > 0]
+    fig, axes = plt.subplots(1, len(terms) + 1, figsize=(3.6 * (len(terms) + 1), 3.4))
+    for ax, term in zip(axes, terms):
         ax.plot(history["epoch"], history[f"train_{term}"], label="train")
         if history[f"val_{term}"].notna().any():
             ax.plot(history["epoch"], history[f"val_{term}"], "--", label="validation")
         ax.set(title=term, xlabel="epoch")
         ax.legend(fontsize=8)
-    axes[4].plot(history["epoch"], history["beta"], color="C0")
-    axes[4].set(title="loss weights", xlabel="epoch")
-    axes[4].set_ylabel("beta (KL)", color="C0")
-    twin = axes[4].twinx()
+    axes[-1].plot(history["epoch"], history["beta"], color="C0")
+    axes[-1].set(title="loss weights", xlabel="epoch")
+    axes[-1].set_ylabel("beta (KL)", color="C0")
+    twin = axes[-1].twinx()
     twin.plot(history["epoch"], history["gamma"], color="C1")
     twin.set_ylabel("gamma (affinity)", color="C1")
     fig.suptitle(title)

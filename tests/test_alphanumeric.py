@@ -105,6 +105,7 @@ def test_config_targets_the_alphanumeric_run(repo):
                                "path": f"results/{cfg['run']}/affinity/glyph.csv"} | {
         k: v for k, v in cfg["affinity"].items() if k not in ("method", "path")}
     assert cfg["model"]["pose_dims"] == 1 and cfg["train"]["augment"] == "none"
+    assert cfg["train"]["pose_consistency"]["weight"] > 0
     assert cfg["denoise"]["enabled"] is False
 
 
@@ -133,11 +134,15 @@ def test_reduced_alphanumeric_run_separates_pose_from_shape(tmp_path):
     run = REPO / "results" / REDUCED["run"]
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.9  # shape: seen characters classified from the latent mean
-    # pose: within each character the pose channel orders the images by rotation angle
+    # pose: one pose scale for every character (pose consistency), so the pose orders the
+    # validation images by rotation angle pooled over characters (measured 0.99 in the full run)
     lat = pd.read_parquet(run / "eval" / "avae" / "latents.parquet")
+    val = lat[lat["split"] == "validation"]
+    assert abs(spearmanr(val["pose_0"], val["euler_z1"]).statistic) >= 0.9
+    assert abs(metrics["pose"]["spearman_rho"]) >= 0.9  # validation + test, as reported
     lat = lat[lat["split"].isin(["validation", "test"])]
     rho = [abs(spearmanr(g["pose_0"], g["euler_z1"]).statistic) for _, g in lat.groupby("class")]
-    assert np.median(rho) >= 0.8, rho
+    assert min(rho) >= 0.85, rho
     # the unseen v lands among its most affine training characters (u, a, b by the prior)
     assert metrics["unseen"]["v"]["most_affine_training_class"] == "u"
     assert metrics["unseen"]["v"]["nearest_training_class"] in {"u", "a", "b"}

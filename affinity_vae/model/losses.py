@@ -1,4 +1,5 @@
-"""Loss terms of the Affinity-VAE (paper Eq. 1-2): reconstruction, KL and affinity."""
+"""Loss terms of the Affinity-VAE (paper Eq. 1-2): reconstruction, KL and affinity; and the
+optional pose-consistency term (rotation equivariance of the pose channel, 2D data)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,23 @@ def affinity_loss(mu: torch.Tensor, labels: torch.Tensor, affinity: torch.Tensor
     target = affinity[labels][:, labels]
     off = ~torch.eye(n, dtype=torch.bool, device=mu.device)
     return (target - cos).abs()[off].mean()
+
+
+def pose_consistency_loss(pose: torch.Tensor, pose_rotated: torch.Tensor,
+                          angles: torch.Tensor, centre: float = 0.0) -> torch.Tensor:
+    """Rotation equivariance of the first pose dimension, plus an optional centring term.
+
+    pose, pose_rotated: (N, P) poses of a batch and of the same batch rotated in-plane by
+    ``angles`` (N,) radians. Loss = mean((pose_rotated[:, 0] - pose[:, 0] - angles)^2)
+    + centre * mean(pose[:, 0]^2). The first part makes pose[:, 0] move one-for-one with the
+    rotation, with the same slope and sense for every class; the centring part puts each
+    class's zero at its mean orientation (the only anchor an unlabelled rotation has).
+    """
+    if pose.shape[1] < 1 or pose.shape != pose_rotated.shape:
+        raise ValueError(f"pose and pose_rotated must both be (N, P >= 1), got "
+                         f"{tuple(pose.shape)} and {tuple(pose_rotated.shape)}")
+    if angles.shape != (pose.shape[0],):
+        raise ValueError(f"angles must have shape ({pose.shape[0]},), got {tuple(angles.shape)}")
+    equi = (pose_rotated[:, 0] - pose[:, 0] - angles).pow(2).mean()
+    return equi + centre * pose[:, 0].pow(2).mean()
+
