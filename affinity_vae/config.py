@@ -158,6 +158,11 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if config["train"]["pose_consistency"]["weight"] > 0 and ds["source"] != "alphanumeric":
         raise InputError("config key 'train.pose_consistency.weight': the pose-consistency term "
                          "needs 2D images (dataset.source alphanumeric) -- set it to 0")
+    for i, new in enumerate(config["predict"]["tomograms"]):
+        for key in ("tomogram", "coordinates"):
+            if not Path(new[key]).is_file():
+                raise InputError(f"config key 'predict.tomograms[{i}].{key}': file '{new[key]}' "
+                                 f"not found -- fix the path")
     st = config["structures"]
     from affinity_vae.structures.checks import check_structures_config  # no heavy imports
 

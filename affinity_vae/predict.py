@@ -2,8 +2,9 @@
 
 Per new tomogram (``predict.tomograms``; by default the run's own test tomograms):
 
-1. boxes are cut at the given coordinates with the run's ``extract`` settings (the tomogram must
-   be preprocessed like the training data, i.e. denoised when ``denoise.enabled``);
+1. the tomogram is denoised like the training data (rule ``predict_denoise``, when
+   ``denoise.enabled`` and ``predict.denoise``), and boxes are cut at the given coordinates
+   (SHREC particle_locations.txt or STAR) with the run's ``extract`` settings;
 2. every box is encoded (mu, logvar, pose) -> ``predict/<name>_latents.parquet``;
 3. the ``evaluate.classifier`` is fitted on the run's training latents and predicts a seen class;
 4. poor fits: d = 1 - cos(mu, m_c) to the nearest training-class mean m_c; when d exceeds the
@@ -121,18 +122,35 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
 
 def extract_new(tomogram: str, coordinates: str, stack: str, star: str, name: str,
                 extract_cfg: Mapping[str, Any], voxel_size: float) -> None:
-    """Cut boxes from a new tomogram at SHREC-format coordinates with the run's extract settings."""
+    """Cut boxes from a new tomogram with the run's extract settings.
+
+    ``coordinates``: a SHREC particle_locations.txt, or a STAR file (``.star``) with
+    rlnCoordinateX/Y/Z in voxels (see affinity_vae.io.star.read_coordinates_star). Labelled
+    particles go through the run's class filter; unlabelled ones (a STAR file without a class
+    column) are all kept.
+    """
+    from dataclasses import replace
+
     from affinity_vae.extract import Settings, dataset_classes, extract_tomogram
+    from affinity_vae.io.mrc import read_volume
     from affinity_vae.io.shrec import read_particle_locations
+    from affinity_vae.io.star import UNLABELLED, read_coordinates_star
 
     s = Settings.from_config(dict(extract_cfg))
     if not Path(coordinates).is_file():
         raise InputError(f"config key 'predict.tomograms': coordinates file {coordinates} not "
-                         f"found -- give a SHREC particle_locations.txt")
-    raw = list(read_particle_locations(coordinates)["class"].astype(str))
+                         f"found -- give a SHREC particle_locations.txt or a STAR file")
+    if Path(coordinates).suffix.lower() == ".star":
+        shape = read_volume(tomogram, mmap=True)[0].shape
+        locations = read_coordinates_star(coordinates, shape)
+        if (locations["class"] == UNLABELLED).all():
+            s = replace(s, exclude_classes=(), rename={}, classes=None)
+        raw = list(locations["class"])
+    else:
+        locations = coordinates
+        raw = list(read_particle_locations(coordinates)["class"].astype(str))
     class_list = dataset_classes(raw, s, str(coordinates))
-    extract_tomogram(tomogram, coordinates, stack, star, name, s, voxel_size, class_list,
-                     "test")
+    extract_tomogram(tomogram, locations, stack, star, name, s, voxel_size, class_list, "test")
 
 
 def main(smk: Any) -> None:

@@ -75,6 +75,14 @@ def test_missing_dataset_folder_is_named(tmp_path):
         check_config(cfg, SCHEMA)
 
 
+def test_missing_predict_tomogram_is_named(tmp_path):
+    cfg = load()
+    cfg["predict"] = {"tomograms": [{"name": "new", "tomogram": str(tmp_path / "no.mrc"),
+                                     "coordinates": str(tmp_path / "no.star")}]}
+    with pytest.raises(InputError, match=r"predict\.tomograms\[0\]\.tomogram.*no\.mrc"):
+        check_config(cfg, SCHEMA)
+
+
 def test_snakemake_stops_before_any_job(tmp_path):
     """A wrong key stops `snakemake` at parse time: non-zero exit, the key named, nothing run."""
     proc = subprocess.run(

@@ -142,3 +142,31 @@ def test_bad_folders(tmp_path, case):
     with pytest.raises(InputError) as exc:
         read_shrec_folder(folder)
     assert expected in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_coordinates_star_reads_positions_classes_and_rejects_bad_rows(tmp_path):
+    import pandas as pd
+    import starfile
+
+    from affinity_vae.io.star import UNLABELLED, read_coordinates_star
+
+    path = tmp_path / "c.star"
+    starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [5.0, 20.0],
+                                               "rlnCoordinateY": [6.0, 7.0],
+                                               "rlnCoordinateZ": [1.0, 2.0]})}, path)
+    t = read_coordinates_star(path, shape=(4, 10, 30))
+    assert list(t.columns) == COLUMNS and list(t["class"]) == [UNLABELLED] * 2
+    assert t[["x", "y", "z"]].to_numpy().tolist() == [[5, 6, 1], [20, 7, 2]]
+    assert (t[["z1", "x_angle", "z2"]] == 0).all().all()
+    with pytest.raises(InputError, match=r"c\.star: particle 2 at \(x=20.*outside"):
+        read_coordinates_star(path, shape=(4, 10, 15))
+    starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [1.0], "avaeClass": ["a"],
+                                               "rlnCoordinateY": [1.0]})}, path,
+                   overwrite=True)
+    with pytest.raises(InputError, match="rlnCoordinateZ"):
+        read_coordinates_star(path)
+    labelled = tmp_path / "l.star"
+    starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [1.0], "rlnCoordinateY": [1.0],
+                                               "rlnCoordinateZ": [1.0],
+                                               "rlnClassName": ["ring6"]})}, labelled)
+    assert list(read_coordinates_star(labelled)["class"]) == ["ring6"]

@@ -61,7 +61,7 @@ def relion_angles(zxz: np.ndarray) -> np.ndarray:
     return out
 
 
-def extract_tomogram(tomogram: str | os.PathLike, locations: str | os.PathLike,
+def extract_tomogram(tomogram: str | os.PathLike, locations: str | os.PathLike | pd.DataFrame,
                      stack: str | os.PathLike, star: str | os.PathLike, tomo: str,
                      s: Settings, voxel_size: float, class_list: Sequence[str],
                      split: str, unseen: Sequence[str] = (), z_offset: int = 0,
@@ -70,7 +70,8 @@ def extract_tomogram(tomogram: str | os.PathLike, locations: str | os.PathLike,
 
     Args:
         tomogram: MRC (z, y, x) tomogram (read memory-mapped).
-        locations: SHREC particle_locations.txt of the tomogram.
+        locations: SHREC particle_locations.txt of the tomogram, or a table already read
+            (columns of affinity_vae.io.shrec.COLUMNS, coordinates checked against the tomogram).
         class_list: the dataset's classes (see dataset_classes).
         split: this tomogram's split; particles of ``unseen`` classes get ``unseen``.
         z_offset, frame: for SHREC folders whose reconstruction is padded in z: the particle
@@ -89,7 +90,10 @@ def extract_tomogram(tomogram: str | os.PathLike, locations: str | os.PathLike,
     if z_offset + frame[0] > vol.shape[0] or tuple(frame[1:]) != vol.shape[1:]:
         raise InputError(f"{tomogram}: shape {vol.shape} does not hold the labelled volume "
                          f"{frame} (+{z_offset} z slices) -- use this folder's tomogram")
-    table = read_particle_locations(locations, shape=frame)
+    if isinstance(locations, pd.DataFrame):
+        table, locations = locations, f"{tomo} coordinates"
+    else:
+        table = read_particle_locations(locations, shape=frame)
     names = map_classes(table["class"], s)
     keep = np.array([n is not None for n in names], dtype=bool)
     log.info("%s: %d particles, %d kept after class filtering", locations, len(table), keep.sum())

@@ -99,3 +99,59 @@ def read_star(path: str | os.PathLike) -> pd.DataFrame:
     table["rlnTomoName"] = table["rlnTomoName"].astype(str)
     table["avaeClass"] = table["avaeClass"].astype(str)
     return table
+
+
+#: Columns of a coordinates STAR file (predict.tomograms[].coordinates) that are read.
+COORDINATE_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+UNLABELLED = "unlabelled"
+
+
+def read_coordinates_star(path: str | os.PathLike, shape: tuple[int, ...] | None = None
+                          ) -> pd.DataFrame:
+    """Particle positions from any STAR file with rlnCoordinateX/Y/Z (voxels, x-y-z).
+
+    The class is ``avaeClass`` or ``rlnClassName`` when present, else ``unlabelled``; the
+    SHREC Euler angles ``avaeEulerZ1/X/Z2`` when present, else 0 (predict infers the pose).
+
+    Args:
+        path: the STAR file (its ``particles`` block, else its first table).
+        shape: (Z, Y, X) of the tomogram; every coordinate must lie inside it.
+    Returns:
+        DataFrame with the columns of affinity_vae.io.shrec.COLUMNS
+        (class, x, y, z, z1, x_angle, z2), one row a particle in file order.
+    Raises:
+        InputError: one line naming the file and the fix.
+    """
+    from affinity_vae.io.shrec import COLUMNS  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: coordinates file not found -- fix predict.tomograms")
+    try:
+        data = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises a variety of parser errors
+        raise InputError(f"{path}: unreadable STAR file ({exc}) -- give a STAR file with "
+                         f"{', '.join(COORDINATE_COLUMNS)}") from None
+    table = data.get(BLOCK, next(iter(data.values()), None)) if data else None
+    if not isinstance(table, pd.DataFrame) or any(c not in table for c in COORDINATE_COLUMNS):
+        raise InputError(f"{path}: no table with {', '.join(COORDINATE_COLUMNS)} -- give the "
+                         f"particle coordinates in voxels in those columns")
+    xyz = table[list(COORDINATE_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
+    if len(bad):
+        raise InputError(f"{path}: particle {bad[0] + 1} has a non-numeric coordinate -- fix "
+                         f"that row")
+    if shape is not None:
+        limit = np.array([shape[-1], shape[-2], shape[-3]], float)
+        out = np.flatnonzero(((xyz < 0) | (xyz >= limit)).any(axis=1))
+        if len(out):
+            x, y, z = xyz[out[0]]
+            raise InputError(f"{path}: particle {out[0] + 1} at (x={x:g}, y={y:g}, z={z:g}) lies "
+                             f"outside the tomogram (x < {shape[-1]}, y < {shape[-2]}, "
+                             f"z < {shape[-3]} voxels) -- fix it or use the matching tomogram")
+    name = next((c for c in ("avaeClass", "rlnClassName") if c in table), None)
+    classes = table[name].astype(str) if name else pd.Series([UNLABELLED] * len(table))
+    angles = [table[c].to_numpy(float) if c in table else np.zeros(len(table))
+              for c in ("avaeEulerZ1", "avaeEulerX", "avaeEulerZ2")]
+    return pd.DataFrame(dict(zip(COLUMNS, [classes.to_numpy(), *xyz.T, *angles])))
+

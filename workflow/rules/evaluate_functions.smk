@@ -95,6 +95,23 @@ def predict_inputs():
     }
 
 
+def predict_raw_tomogram(wildcards):
+    """The MRC of a configured new tomogram, as given."""
+    return predict_inputs()[wildcards.name][0]
+
+
+def predict_coordinates(wildcards):
+    return predict_inputs()[wildcards.name][1]
+
+
+def predict_tomogram(wildcards):
+    """What predict_extract cuts from: the new tomogram denoised like the training data
+    (rule predict_denoise) when denoise.enabled and predict.denoise, else as given."""
+    if config["denoise"]["enabled"] and config["predict"]["denoise"]:
+        return f"{RUN}/predict/{wildcards.name}_denoised.mrc"
+    return predict_raw_tomogram(wildcards)
+
+
 def predict_new_names():
     """A wildcard pattern matching only the configured new tomograms (none: matches nothing)."""
     import re

@@ -2,10 +2,32 @@
 # nearest X" for poor fits) and poses as STAR (affinity_vae/predict.py; docs/evaluate.md).
 
 
+rule predict_denoise:
+    input:
+        predict_raw_tomogram,
+    output:
+        f"{RUN}/predict/{{name}}_denoised.mrc",
+    log:
+        f"{LOGS}/predict/{{name}}_denoise.log",
+    benchmark:
+        f"{BENCH}/predict/{{name}}_denoise.tsv"
+    wildcard_constraints:
+        name=predict_new_names(),
+    conda:
+        env("denoise")
+    resources:
+        mem_mb=denoise_mem_mb,
+    params:
+        denoise=config["denoise"],
+        device=config["device"],
+    script:
+        "../../scripts/denoise.py"
+
+
 rule predict_extract:
     input:
-        tomogram=lambda wc: predict_inputs()[wc.name][0],
-        coordinates=lambda wc: predict_inputs()[wc.name][1],
+        tomogram=predict_tomogram,
+        coordinates=predict_coordinates,
     output:
         stack=f"{RUN}/predict/{{name}}.mrcs",
         star=f"{RUN}/predict/{{name}}.star",
