@@ -109,26 +109,41 @@ def coerce_strings(config: dict[str, Any], schema_path: Path) -> None:
 
 
 def fill_defaults(config: dict[str, Any], schema_path: Path) -> None:
-    """Set every missing key that has a ``default`` in the schema (following ``$ref``)."""
+    """Set every missing key that has a ``default`` in the schema, at every depth (following
+    ``$ref`` to sibling schema files and to local ``#/$defs/...``); a default written next to
+    a ``$ref`` wins over the referenced schema's own."""
     schema_path = Path(schema_path)
-    base = jsonschema.Draft202012Validator
-    props_check = base.VALIDATORS["properties"]
-
-    def properties(validator, props, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in props.items():
-                if name not in instance:
-                    default = sub.get("default")
-                    if default is None and "$ref" in sub:
-                        default = validator._resolver.lookup(sub["$ref"]).contents.get("default")
-                    if default is not None or "default" in sub:
-                        instance[name] = copy.deepcopy(default)
-        yield from props_check(validator, props, instance, schema)
-
-    filler = jsonschema.validators.extend(base, {"properties": properties})
     schema = _schema(schema_path)
-    for _ in filler(schema, registry=_registry(schema_path.parent)).iter_errors(config):
-        pass  # already validated; iterating fills defaults at every depth
+    _fill(config, schema, schema_path.parent, schema)
+
+
+def _resolve(schema: dict[str, Any], schema_dir: Path, root: dict[str, Any]
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema with its ``$ref`` merged in, the root that local refs inside it resolve against)."""
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        if ref.startswith("#/"):
+            target = root
+            for part in ref[2:].split("/"):
+                target = target[part]
+        else:
+            root = target = _schema(schema_dir / ref)
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema, root
+
+
+def _fill(instance: Any, schema: dict[str, Any], schema_dir: Path, root: dict[str, Any]) -> None:
+    schema, root = _resolve(schema, schema_dir, root)
+    if isinstance(instance, dict):
+        for name, sub in schema.get("properties", {}).items():
+            sub, sub_root = _resolve(sub, schema_dir, root)
+            if name not in instance and "default" in sub:
+                instance[name] = copy.deepcopy(sub["default"])
+            if name in instance:
+                _fill(instance[name], sub, schema_dir, sub_root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            _fill(item, schema["items"], schema_dir, root)
 
 
 def _check_semantics(config: dict[str, Any]) -> None:
