@@ -143,7 +143,8 @@ def _losses(model, x, labels, affinity, cfg, beta, gamma, angles=None):
         angles = angles.to(x.device, x.dtype)
         _, _, pose_rot = model.encode(rotate_inplane(x, angles))
         pc = cfg["pose_consistency"]
-        pose_term = losses.pose_consistency_loss(pose, pose_rot, angles, pc["centre"])
+        pose_term = losses.pose_consistency_loss(pose, pose_rot,
+                                                 angles * model.inplane_pose_sense, pc["centre"])
         total = total + pc["weight"] * pose_term
     return rec, kl, aff, pose_term, total
 

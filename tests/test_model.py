@@ -185,3 +185,19 @@ def test_wedge_augmentation_keeps_axes():
     assert y.shape == (32, 1, 4, 5, 6)
     assert all(any(torch.equal(y[i:i + 1], a) for a in allowed) for i in range(32))
     assert len({y[i].numpy().tobytes() for i in range(32)}) == 4
+
+
+@pytest.mark.parametrize("m", [64, 256, 1024])
+def test_untrained_gmd_renders_spread_gaussians_nearly_flat(m):
+    # A large first render (M Gaussians piled up at the box centre peak at ~M; or merely a unit
+    # scale) switched every binary weight off on the demo data, for good (sigmoid' ~ 0).
+    torch.manual_seed(0)
+    model = AffinityVAE({"decoder": "gmd", "latent_dims": 8, "pose_dims": 4, "n_gaussians": m},
+                        (32, 32, 32))
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        c, _, phi = model.decoder.mixture(z, torch.zeros(4, 4))
+        out = model.decode(z, torch.zeros(4, 4))
+    assert phi.mean() > 0.9
+    assert c.std(dim=1).min() > 0.3  # spread over the box, not at the centre
+    assert 0.01 < out.std().item() < 0.2 and out.abs().max().item() < 2

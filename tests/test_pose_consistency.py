@@ -57,7 +57,7 @@ def test_loss_is_zero_only_for_an_equivariant_pose():
         pose_consistency_loss(torch.zeros(3, 0), torch.zeros(3, 0), angles)
 
 
-def _glyph_pose(weight: float) -> tuple[float, list[float]]:
+def _glyph_pose(weight: float, decoder: str = "cnn") -> tuple[float, list[float]]:
     """Train on four glyphs (60 each, rotated within +-45 degrees); pooled and per-glyph
     Spearman rho of pose_0 with theta on 25 fresh images per glyph."""
     chars = ["b", "j", "2", "a"]
@@ -66,7 +66,7 @@ def _glyph_pose(weight: float) -> tuple[float, list[float]]:
     labels = torch.as_tensor([chars.index(c) for c in table["class"]])
     data = TrainingData(torch.from_numpy(X[:, None]), labels, torch.zeros(0, 1, 32, 32),
                         torch.zeros(0, dtype=torch.long), chars, torch.eye(4) * 0.7 + 0.3)
-    model, _ = fit(data, {"decoder": "cnn", "latent_dims": 4, "pose_dims": 1, "channels": 8,
+    model, _ = fit(data, {"decoder": decoder, "latent_dims": 4, "pose_dims": 1, "channels": 8,
                           "depth": 3, "batch_norm": False},
                    {"epochs": 25, "batch_size": 64, "augment": "none",
                     "pose_consistency": {"weight": weight}}, 0, None, "cpu", progress=False)
@@ -85,6 +85,15 @@ def test_pose_of_different_glyphs_shares_one_scale():
     assert pooled > 0.93, pooled  # measured 0.98
     pooled_off, _ = _glyph_pose(0.0)
     assert pooled_off < pooled - 0.3, pooled_off  # measured 0.14: each glyph its own scale
+
+
+def test_gmd_pose_follows_rotation_in_its_own_sense():
+    # The GMD decoder's 2D pose turns its centroids clockwise as displayed, so the term asks
+    # pose_0 to follow theta with the opposite sign; its pose is then a rotation angle.
+    torch.set_num_threads(1)
+    pooled, per = _glyph_pose(1.0, "gmd")
+    assert max(per) < -0.95, per
+    assert pooled < -0.93, pooled
 
 
 def test_term_needs_2d_data():

@@ -62,9 +62,23 @@ class GMDDecoder(nn.Module):
         self.widths = nn.Linear(hidden, n_gaussians)
         self.logits = nn.Linear(hidden, n_gaussians)
         nn.init.constant_(self.logits.bias, 1.0)   # start with every Gaussian switched on
+        # Start nearly flat, with the Gaussians spread over the inner box (tanh of the bias
+        # uniform in [-0.7, 0.7]) and an output std of ~0.05: a large first render (M unit
+        # Gaussians piled up at the centre peak at ~M) has an error whose gradient switches
+        # every binary weight off at once, and sigmoid'(logit) ~ 0 keeps them off for good --
+        # the decoder then outputs a constant (measured on the default data: MSE 1.0).
+        with torch.no_grad():
+            self.centroids.bias.uniform_(-0.7, 0.7).atanh_()
+            self.centroids.weight.mul_(0.1)
         voxel = 2.0 / (max(box) - 1)               # grid units per voxel
         self.sigma_range = (sigma_min * voxel, sigma_max * voxel)
-        self.scale = nn.Parameter(torch.tensor(1.0))
+        # M unit Gaussians of width s (voxels) scattered over V voxels: density std ~
+        # sqrt(M * pi^(D/2) * s^D / V)
+        s_mid = (sigma_min + sigma_max) / 2
+        spread = math.prod(0.7 * n for n in box)
+        render_std = math.sqrt(n_gaussians * math.pi ** (self.ndim / 2) * s_mid ** self.ndim
+                               / spread)
+        self.scale = nn.Parameter(torch.tensor(0.05 / render_std))
         self.offset = nn.Parameter(torch.tensor(0.0))
         conv = conv_layers(self.ndim)[0]
         post: list[nn.Module] = []

@@ -70,6 +70,15 @@ class AffinityVAE(nn.Module):
             raise InputError(f"config key 'model.decoder': unknown decoder {cfg['decoder']!r} "
                              f"-- use cnn or gmd")
 
+    @property
+    def inplane_pose_sense(self) -> float:
+        """+1 or -1: the sense in which pose[:, 0] should follow an in-plane rotation that is
+        counter-clockwise as displayed (row 0 at the top; affinity_vae.data.rotate_inplane).
+        The GMD decoder's 2D pose turns its centroids counter-clockwise in (x, y = row) grid
+        coordinates, i.e. clockwise as displayed: -1. The CNN decoder's pose has no built-in
+        sense: +1, the sense of the alphanumeric STAR angle."""
+        return -1.0 if self.config["decoder"] == "gmd" else 1.0
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, 1, *box) -> mu (N, L), logvar (N, L), pose (N, P)."""
         return self.encoder(x)
