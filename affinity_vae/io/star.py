@@ -77,6 +77,22 @@ def write_star(path: str | os.PathLike, table: pd.DataFrame) -> None:
         starfile.write({BLOCK: table[STAR_COLUMNS]}, tmp, float_format="%.6f", na_rep="nan")
 
 
+def _particle_block(path: Path, not_found: str, fix: str) -> pd.DataFrame | None:
+    """The ``particles`` block (else the first table) of a STAR file, None when it has no table.
+
+    Raises:
+        InputError: ``<path>: <not_found>`` when the file is missing; unreadable -> ``fix``.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: {not_found}")
+    try:
+        data = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises a variety of parser errors
+        raise InputError(f"{path}: unreadable STAR file ({exc}) -- {fix}") from None
+    table = data.get(BLOCK, next(iter(data.values()), None)) if data else None
+    return table if isinstance(table, pd.DataFrame) else None
+
+
 def read_star(path: str | os.PathLike) -> pd.DataFrame:
     """Read a particle STAR file written by `extract`, checking its columns.
 
@@ -84,14 +100,9 @@ def read_star(path: str | os.PathLike) -> pd.DataFrame:
         InputError: the file is missing, unreadable or lacks contract columns.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: STAR file not found -- run the extract stage first")
-    try:
-        data = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises a variety of parser errors
-        raise InputError(f"{path}: unreadable STAR file ({exc}) -- re-run extract") from None
-    table = data.get(BLOCK, next(iter(data.values()), None)) if data else None
-    if not isinstance(table, pd.DataFrame):
+    table = _particle_block(path, "STAR file not found -- run the extract stage first",
+                            "re-run extract")
+    if table is None:
         raise InputError(f"{path}: no particle table in the STAR file -- re-run extract")
     missing = [c for c in STAR_COLUMNS if c not in table.columns]
     if missing:
@@ -125,15 +136,9 @@ def read_coordinates_star(path: str | os.PathLike, shape: tuple[int, ...] | None
     from affinity_vae.io.shrec import COLUMNS  # noqa: PLC0415
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: coordinates file not found -- fix predict.tomograms")
-    try:
-        data = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises a variety of parser errors
-        raise InputError(f"{path}: unreadable STAR file ({exc}) -- give a STAR file with "
-                         f"{', '.join(COORDINATE_COLUMNS)}") from None
-    table = data.get(BLOCK, next(iter(data.values()), None)) if data else None
-    if not isinstance(table, pd.DataFrame) or any(c not in table for c in COORDINATE_COLUMNS):
+    table = _particle_block(path, "coordinates file not found -- fix predict.tomograms",
+                            f"give a STAR file with {', '.join(COORDINATE_COLUMNS)}")
+    if table is None or any(c not in table for c in COORDINATE_COLUMNS):
         raise InputError(f"{path}: no table with {', '.join(COORDINATE_COLUMNS)} -- give the "
                          f"particle coordinates in voxels in those columns")
     xyz = table[list(COORDINATE_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
