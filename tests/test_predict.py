@@ -19,7 +19,7 @@ import yaml
 from affinity_vae.io.shrec import read_particle_locations
 from affinity_vae.io.star import UNLABELLED
 from conftest import REPO, snakemake_cmd
-from workflow_helpers import TINY, TINY_RUN, ensure_tiny_run
+from workflow_helpers import TINY, TINY_RUN, ensure_tiny_run, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +27,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def predicted(tmp_path_factory):
     run = ensure_tiny_run()
+    # the run's own prediction of its test tomogram, to compare with
+    snakemake("predict", "--cores", "2", "--configfile", str(TINY), "--config", f"run={TINY_RUN}")
     tmp = tmp_path_factory.mktemp("predict")
     raw = run / "data" / "simulated" / "model_1"
     loc = read_particle_locations(raw / "particle_locations.txt")
