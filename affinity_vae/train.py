@@ -3,9 +3,10 @@
 Loss per batch: recon + beta * KL + gamma * S (paper Eq. 1-2), beta and gamma annealed per epoch
 (affinity_vae.model.schedules); on 2D data optionally + w * pose consistency (the batch is also
 encoded rotated by known random angles and the first pose dimension must follow them; see
-affinity_vae.model.losses.pose_consistency_loss). Checkpoints every ``train.checkpoint_every`` epochs go to
-``<model dir>/checkpoints/``; a re-run resumes from the newest checkpoint whose config hash
-matches, and ends with the same weights as an uninterrupted run (same seed, same threads).
+affinity_vae.model.losses.pose_consistency_loss). Checkpoints every ``train.checkpoint_every``
+epochs go to ``<model dir>/checkpoints/``; a re-run resumes from the newest checkpoint whose
+config hash matches, and ends with the same weights as an uninterrupted run (same seed, same
+threads).
 """
 
 from __future__ import annotations
