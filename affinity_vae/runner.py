@@ -11,6 +11,7 @@ Every ``scripts/<stage>.py`` is three lines::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -27,6 +28,18 @@ def _outputs(smk: Any) -> list[Path]:
     return [Path(p) for p in smk.output]
 
 
+def _blas_limit(threads: int) -> contextlib.AbstractContextManager:
+    """Cap the BLAS/OpenMP pools of the libraries already loaded (numpy's BLAS is, by the time
+    a script runs, so OMP_NUM_THREADS comes too late for it) at the rule's threads: without it
+    scikit-learn and numpy use every core of the node beside the other jobs. threadpoolctl
+    comes with scikit-learn; in an env without it this is a no-op."""
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)
+
+
 def run(smk: Any, entry: Callable[[Any], None]) -> None:
     """Run ``entry(smk)`` with logging to ``smk.log[0]`` and one-line errors for bad input."""
     logfile = smk.log[0] if len(smk.log) else None
@@ -37,10 +50,12 @@ def run(smk: Any, entry: Callable[[Any], None]) -> None:
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # for libraries not loaded yet
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # umap's numba, imported lazily
     log.info("rule %s: %d thread(s)", getattr(smk, "rule", "?"), threads)
     try:
-        entry(smk)
+        with _blas_limit(threads):
+            entry(smk)
     except InputError as exc:
         log.error("%s", exc)
         for out in _outputs(smk):  # nothing that looks finished

@@ -350,3 +350,4 @@ def test_bad_input_one_line_nothing_written(tmp_path, case, capfd):
                 "no_manifest": "manifest.csv", "border": "simulate.border"}[case]
     assert expected in msg[0]
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.*"))
+
