@@ -29,8 +29,9 @@ def record(name: str, value: float, unit: str, baseline: float | None = None,
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, RESULTS)
-    print(f"{name}: {value:.4g} {unit}" + (f" (baseline {baseline:.4g}, ratio {ratio:.3g})"
-                                          if ratio else ""))
+    shown = "n/a" if value is None else f"{value:.4g}"
+    print(f"{name}: {shown} {unit}" + (f" (baseline {baseline:.4g}, ratio {ratio:.3g})"
+                                       if ratio else ""))
     return data[name]
 
 
