@@ -210,17 +210,15 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
             out[idx] = sub
         return out
     if mode == "any":
-        if nd == 3:
-            q = torch.randn(n, 4, generator=generator)
-            q = q / q.norm(dim=1, keepdim=True)
-            w, a, b, c = q.unbind(1)
-            rot = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-                               2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-                               2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
-                              1).view(n, 3, 3)
-        else:
-            t = torch.rand(n, generator=generator) * 2 * np.pi
-            rot = torch.stack([t.cos(), -t.sin(), t.sin(), t.cos()], 1).view(n, 2, 2)
+        if nd == 2:
+            return rotate_inplane(x, torch.rand(n, generator=generator) * 2 * np.pi)
+        q = torch.randn(n, 4, generator=generator)
+        q = q / q.norm(dim=1, keepdim=True)
+        w, a, b, c = q.unbind(1)
+        rot = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
+                           2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
+                           2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
+                          1).view(n, 3, 3)
         theta = torch.cat([rot, rot.new_zeros(n, nd, 1)], dim=2).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
