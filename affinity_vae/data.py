@@ -226,6 +226,28 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
     raise ValueError(f"augmentation mode must be none, wedge, rot90 or any, got {mode!r}")
 
 
+def rotate_volumes(x: torch.Tensor, rot_xyz: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Rotate every volume of x (N, 1, D, H, W) actively by its matrix rot_xyz (N, 3, 3) (acting
+    on (x, y, z), as affinity_vae.rotation) about the box centre voxel ``n // 2`` of each axis,
+    zeros outside: ``out(p) = x(R.T (p - c) + c)``, the torch twin of
+    :func:`affinity_vae.rotation.rotate_volume` (trilinear). Differentiable in x.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"rotate_volumes needs volumes (N, 1, D, H, W), got {tuple(x.shape)}")
+    if rot_xyz.shape != (x.shape[0], 3, 3):
+        raise ValueError(f"rot_xyz must have shape ({x.shape[0]}, 3, 3), got "
+                         f"{tuple(rot_xyz.shape)}")
+    sizes = torch.tensor([x.shape[4], x.shape[3], x.shape[2]], dtype=torch.float64)  # x, y, z
+    half = (sizes - 1) / 2                      # voxels per normalised unit (align_corners)
+    centre = torch.div(sizes, 2, rounding_mode="floor") / half - 1   # voxel n // 2, normalised
+    inv = rot_xyz.to(torch.float64).transpose(1, 2)                  # output -> input
+    a = inv * half.view(1, 1, 3) / half.view(1, 3, 1)                # S^-1 R^T S
+    t = centre.view(1, 3) - (a @ centre.view(3, 1)).squeeze(-1)
+    theta = torch.cat([a, t.unsqueeze(-1)], dim=2).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
 def rotate_inplane(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate every image of x (N, 1, H, W) by its angle (N,) in radians, bilinear, zeros
     outside; counter-clockwise as displayed (row 0 at the top), the sense of
