@@ -47,12 +47,19 @@ class GMDDecoder(nn.Module):
 
     Pose: 3D data uses pose (N, 4) = (theta, axis) -> quaternion -> rotation matrix (Eq. 3);
     2D data uses pose (N, 1) = angle about z; pose_dims 0 means no rotation (beta-VAE baseline).
+    The rotation centre is voxel n // 2 (gmd.grid_axis), as in extraction.
     Widths lie in [sigma_min, sigma_max] voxels. decode(z, pose) -> (N, 1, *box).
+
+    Forward model (``forward``, config key model.gmd_forward): ``none``; ``wedge`` or
+    ``ctf_wedge``: the render is multiplied in Fourier space by the data's missing wedge (and
+    CTF), gmd.forward_transfer with ``physics`` (model.gmd_physics), before the learnable
+    scale/offset and convs.
     """
 
     def __init__(self, box: tuple[int, ...], latent_dims: int, pose_dims: int,
                  n_gaussians: int = 256, hidden: int = 256, sigma_min: float = 0.5,
-                 sigma_max: float = 3.0, n_convs: int = 0, conv_channels: int = 8):
+                 sigma_max: float = 3.0, n_convs: int = 0, conv_channels: int = 8,
+                 forward: str = "none", physics: dict | None = None):
         super().__init__()
         self.box, self.ndim, self.m = tuple(box), len(box), n_gaussians
         self.pose_dims = pose_dims
@@ -70,7 +77,7 @@ class GMDDecoder(nn.Module):
         with torch.no_grad():
             self.centroids.bias.uniform_(-0.7, 0.7).atanh_()
             self.centroids.weight.mul_(0.1)
-        voxel = 2.0 / (max(box) - 1)               # grid units per voxel
+        voxel = gmd.grid_unit(self.box)             # grid units per voxel
         self.sigma_range = (sigma_min * voxel, sigma_max * voxel)
         # M unit Gaussians of width s (voxels) scattered over V voxels: density std ~
         # sqrt(M * pi^(D/2) * s^D / V)
@@ -80,6 +87,10 @@ class GMDDecoder(nn.Module):
                                / spread)
         self.scale = nn.Parameter(torch.tensor(0.05 / render_std))
         self.offset = nn.Parameter(torch.tensor(0.0))
+        transfer = gmd.forward_transfer(self.box, forward, physics)
+        self.forward_model = forward
+        self.register_buffer("transfer", None if transfer is None else
+                             torch.from_numpy(transfer), persistent=False)
         conv = conv_layers(self.ndim)[0]
         post: list[nn.Module] = []
         c_in = 1
@@ -114,5 +125,7 @@ class GMDDecoder(nn.Module):
     def forward(self, z: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         c, sigma, phi = self.mixture(z, pose)
         x = gmd.render(c, sigma, phi, self.box).unsqueeze(1)
+        if self.transfer is not None:
+            x = gmd.apply_transfer(x, self.transfer)
         x = self.scale * x + self.offset
         return self.post(x) if len(self.post) else x

@@ -5,62 +5,90 @@ An isotropic Gaussian is a product of 1D Gaussians, so the mixture density on a 
 ``Gz[m, z] * Gy[m, y] * Gx[m, x]`` and the sum over m is a batched matrix product. Peak memory is
 O(N * M * Z * Y) instead of the O(N * voxels * M * 3) of evaluating every Gaussian at every voxel.
 
-Coordinates: the grid spans [-1, 1] on every axis (voxel centres at ``linspace(-1, 1, n)``);
-centroids are (x, y, z) triples in that frame; volumes come out in (z, y, x) order.
+Coordinates: voxel i of an axis of length n sits at ``(i - n // 2) * unit`` with one
+``unit = 1 / (max(shape) // 2)`` for every axis (:func:`grid_unit`), so the origin is the box
+centre voxel ``n // 2`` -- the centre about which extraction and
+affinity_vae.rotation.rotate_volume rotate -- and a rotation of the centroids renders the
+rotated volume. The largest axis spans [-1, 1] (odd n) or [-1, 1 - unit] (even n); centroids
+are (x, y, z) triples in that frame; volumes come out in (z, y, x) order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 import torch
 
+from affinity_vae.ctf import ctf_radial
+from affinity_vae.errors import InputError
+from affinity_vae.wedge import fourier_grid, wedge_mask
 
-def grid_axis(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Voxel-centre coordinates of one axis of length ``n`` in [-1, 1]: shape (n,)."""
-    return torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+#: model.gmd_forward values: the imaging steps applied to the rendered mixture.
+FORWARD_MODELS = ("none", "wedge", "ctf_wedge")
+#: keys of model.gmd_physics (filled by the workflow from the dataset, never by hand).
+PHYSICS_KEYS = ("tilt_range", "voxel_size", "defocus_um", "voltage_kv", "cs_mm",
+                "amplitude_contrast", "invert")
 
 
-def _axis_factor(coord: torch.Tensor, sigma: torch.Tensor, n: int) -> torch.Tensor:
+def grid_unit(shape: tuple[int, ...]) -> float:
+    """Grid units per voxel of a box: ``1 / (max(shape) // 2)`` (one unit for every axis)."""
+    return 1.0 / max(1, max(int(s) for s in shape) // 2)
+
+
+def grid_axis(n: int, unit: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Voxel-centre coordinates ``(i - n // 2) * unit`` of one axis of length ``n``: (n,)."""
+    return (torch.arange(n, device=device, dtype=dtype) - n // 2) * unit
+
+
+def _axis_factor(coord: torch.Tensor, sigma: torch.Tensor, n: int, unit: float
+                 ) -> torch.Tensor:
     """exp(-(g - c)^2 / (2 s^2)) for centroids coord (N, M), widths sigma (N, M) -> (N, M, n)."""
-    g = grid_axis(n, coord.device, coord.dtype)
+    g = grid_axis(n, unit, coord.device, coord.dtype)
     d = g.view(1, 1, n) - coord.unsqueeze(-1)
     return torch.exp(-0.5 * (d / sigma.unsqueeze(-1)) ** 2)
 
 
 def render(centroids: torch.Tensor, sigma: torch.Tensor, weights: torch.Tensor,
-           shape: tuple[int, ...]) -> torch.Tensor:
+           shape: tuple[int, ...], unit: float | None = None) -> torch.Tensor:
     """Render a mixture of isotropic Gaussians on a 2D or 3D grid.
 
     Args:
-        centroids: (N, M, 3) as (x, y, z) for 3D, or (N, M, 2) as (x, y) for 2D, in [-1, 1].
+        centroids: (N, M, 3) as (x, y, z) for 3D, or (N, M, 2) as (x, y) for 2D, in grid
+            units (origin at voxel n // 2, see the module docstring).
         sigma: (N, M) widths in the same units (> 0).
         weights: (N, M) amplitudes (e.g. binary phi).
         shape: (Z, Y, X) or (Y, X).
+        unit: grid units per voxel; default :func:`grid_unit` of ``shape``.
     Returns:
         (N, Z, Y, X) or (N, Y, X) densities.
     """
+    u = grid_unit(shape) if unit is None else float(unit)
     if len(shape) == 3:
         z, y, x = shape
-        gx = _axis_factor(centroids[..., 0], sigma, x)          # (N, M, X)
-        gy = _axis_factor(centroids[..., 1], sigma, y)          # (N, M, Y)
-        gz = _axis_factor(centroids[..., 2], sigma, z) * weights.unsqueeze(-1)  # (N, M, Z)
+        gx = _axis_factor(centroids[..., 0], sigma, x, u)          # (N, M, X)
+        gy = _axis_factor(centroids[..., 1], sigma, y, u)          # (N, M, Y)
+        gz = _axis_factor(centroids[..., 2], sigma, z, u) * weights.unsqueeze(-1)  # (N, M, Z)
         n, m = weights.shape
         zy = (gz.unsqueeze(-1) * gy.unsqueeze(-2)).reshape(n, m, z * y)  # (N, M, Z*Y)
         return torch.bmm(zy.transpose(1, 2), gx).view(n, z, y, x)
     if len(shape) == 2:
         y, x = shape
-        gx = _axis_factor(centroids[..., 0], sigma, x)
-        gy = _axis_factor(centroids[..., 1], sigma, y) * weights.unsqueeze(-1)
+        gx = _axis_factor(centroids[..., 0], sigma, x, u)
+        gy = _axis_factor(centroids[..., 1], sigma, y, u) * weights.unsqueeze(-1)
         return torch.bmm(gy.transpose(1, 2), gx)
     raise ValueError(f"shape must be (Z, Y, X) or (Y, X), got {shape}")
 
 
 def render_all_pairs(centroids: torch.Tensor, sigma: torch.Tensor, weights: torch.Tensor,
-                     shape: tuple[int, ...]) -> torch.Tensor:
+                     shape: tuple[int, ...], unit: float | None = None) -> torch.Tensor:
     """Reference renderer: every Gaussian at every voxel, (N, voxels, M, D) in memory.
 
     Same arguments and result as :func:`render`; used by tests and benchmarks only.
     """
-    axes = [grid_axis(n, centroids.device, centroids.dtype) for n in shape]
+    u = grid_unit(shape) if unit is None else float(unit)
+    axes = [grid_axis(n, u, centroids.device, centroids.dtype) for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")              # (z, y, x) or (y, x)
     pts = torch.stack(list(reversed(mesh)), dim=-1).reshape(-1, len(shape))  # (V, D) as (x, y[, z])
     diff = pts.view(1, -1, 1, len(shape)) - centroids.unsqueeze(1)          # (N, V, M, D)
@@ -126,3 +154,58 @@ def angle_to_matrix_2d(theta: torch.Tensor) -> torch.Tensor:
 def rotate(centroids: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """Apply rotation matrices rot (N, D, D) to centroids (N, M, D): c' = R c."""
     return centroids @ rot.transpose(1, 2)
+
+
+# --- physics forward model -------------------------------------------------------------------
+
+def forward_transfer(box: tuple[int, ...], mode: str, physics: Mapping[str, Any] | None
+                     ) -> np.ndarray | None:
+    """Fourier transfer function of the imaging forward model on the ``rfftn`` grid of a 3D box.
+
+    ``mode`` ``none``: None (no filter). ``wedge``: the microscope-frame missing wedge of
+    ``physics["tilt_range"]`` (affinity_vae.wedge). ``ctf_wedge``: the wedge times the CTF as a
+    function of |k| (affinity_vae.ctf.ctf_radial at ``physics["voxel_size"]`` A/voxel; an
+    approximation: it ignores the defocus gradient across tilted images), negated when the
+    boxes were inverted at extraction (``physics["invert"]``).
+
+    Args:
+        box: (Z, Y, X).
+        mode: one of FORWARD_MODELS.
+        physics: dict with the keys of PHYSICS_KEYS (the model config key ``gmd_physics``).
+    Returns:
+        float32 (Z, Y, X // 2 + 1) or None.
+    Raises:
+        InputError: unknown mode, 2D box, or a setting the mode needs is missing.
+    """
+    if mode not in FORWARD_MODELS:
+        raise InputError(f"config key 'model.gmd_forward': unknown value {mode!r} -- use "
+                         f"{' | '.join(FORWARD_MODELS)}")
+    if mode == "none":
+        return None
+    if len(box) != 3:
+        raise InputError(f"config key 'model.gmd_forward': {mode} models tomograms and needs 3D "
+                         f"boxes, got {tuple(box)} -- set it to none")
+    phys = dict(physics or {})
+    need = ["tilt_range"] + (["voxel_size", "defocus_um", "voltage_kv", "cs_mm",
+                              "amplitude_contrast"] if mode == "ctf_wedge" else [])
+    missing = [k for k in need if phys.get(k) is None]
+    if missing:
+        raise InputError(f"config key 'model.gmd_forward': {mode} needs the data's "
+                         f"{', '.join(missing)} (simulate section for simulated data, "
+                         f"dataset.tilt_range / dataset.defocus_um for real data) -- set them "
+                         f"or use gmd_forward: none")
+    transfer = wedge_mask(box, phys["tilt_range"], rfft=True)
+    if mode == "ctf_wedge":
+        kz, ky, kx = fourier_grid(box, rfft=True)
+        k = np.sqrt(kz ** 2 + ky ** 2 + kx ** 2) / float(phys["voxel_size"])   # 1/A
+        ctf = ctf_radial(k, float(phys["defocus_um"]), float(phys["voltage_kv"]),
+                         float(phys["cs_mm"]), float(phys["amplitude_contrast"]))
+        transfer = transfer * ctf * (-1.0 if phys.get("invert") else 1.0)
+    return transfer.astype(np.float32)
+
+
+def apply_transfer(x: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
+    """Multiply volumes x (..., Z, Y, X) by a transfer function (Z, Y, X // 2 + 1) in Fourier
+    space (rfftn layout); differentiable, same shape and dtype."""
+    spec = torch.fft.rfftn(x, dim=(-3, -2, -1)) * transfer
+    return torch.fft.irfftn(spec, s=x.shape[-3:], dim=(-3, -2, -1)).to(x.dtype)
