@@ -136,3 +136,45 @@ def centre_map(vol: np.ndarray, voxel_in: float, voxel_size: float,
     src = out_idx + (com - n // 2)[:, None]
     out = ndimage.map_coordinates(vol, src, order=1, mode="constant", cval=0.0)
     return out.reshape(n, n, n).astype(np.float32), radius
+
+
+# ---------------------------------------------------------------- symmetry of a map
+#: spins (degrees) about z that stand in for the continuous part of Cinf / Dinf
+AXIAL_SPINS = (37.0, 90.0, 155.0, 260.0)
+#: random rotations that stand in for K (spherical)
+SPHERICAL_PROBES = 4
+
+
+def probe_rotations(group: str) -> np.ndarray:
+    """Rotations (x, y, z) under which a map of point group ``group`` must be unchanged: the
+    group's elements without the identity; for Cinf / Dinf a few spins about z (Dinf: also
+    composed with its 2-fold about x), for K a few fixed random rotations. (K, 3, 3); empty
+    (0, 3, 3) for C1."""
+    from scipy.spatial.transform import Rotation
+
+    from affinity_vae.symmetry import group_rotations, is_axial, is_spherical
+
+    if is_spherical(group):
+        return Rotation.random(SPHERICAL_PROBES, random_state=12345).as_matrix()
+    elems = group_rotations(group)  # identity first
+    if is_axial(group):
+        spins = Rotation.from_euler("z", np.asarray(AXIAL_SPINS)[:, None], degrees=True)
+        elems = np.concatenate([spins.as_matrix() @ g for g in elems] + [elems])
+    keep = np.array([not np.allclose(g, np.eye(3), atol=1e-8) for g in elems], bool)
+    return elems[keep].reshape(-1, 3, 3)
+
+
+def self_correlation(vol: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """Pearson correlation of a (z, y, x) map with itself rotated (trilinear, about voxel n//2)
+    by each of ``rotations`` (K, 3, 3) in (x, y, z). Returns (K,) float; 1 = unchanged."""
+    from affinity_vae.rotation import rotate_volume
+
+    a = np.asarray(vol, np.float64)
+    a = a - a.mean()
+    norm = np.sqrt((a * a).sum())
+    out = []
+    for rot in np.asarray(rotations, float).reshape(-1, 3, 3):
+        b = rotate_volume(vol, rot).astype(np.float64)
+        b = b - b.mean()
+        out.append(float((a * b).sum() / (norm * np.sqrt((b * b).sum()) + 1e-30)))
+    return np.asarray(out)

@@ -7,8 +7,10 @@ per 18 A^3); its element is drawn with protein composition (C 63 %, N 17 %, O 19
 atoms). The multiplicity (heavy atoms per pseudo-atom) is recorded in a REMARK of the PDB and is
 used as the atom weight when the density is computed, so maps have protein-like mass.
 
-Near-twins (ring6/ring7, rod_short/rod_long, tetra/octa, dumbbell/dumbbell_asym) give the
-affinity matrix structure. Coordinates are in Angstrom, centred on the centre of mass.
+Near-twins (ring6/ring7, rod_short/rod_long, tetra/octa, dumbbell/dumbbell_asym, lobes3/lobes4)
+give the affinity matrix structure. Every class knows its point group (``Shape.symmetry``) in the
+frame it is built in; ``lobes3``, ``lobes4`` and ``hook`` have none (C1), so their orientation is
+fully defined. Coordinates are in Angstrom, centred on the centre of mass.
 """
 
 from __future__ import annotations
@@ -92,40 +94,78 @@ def _octa(d: float = 45.0, r: float = 26.0) -> list[Inside]:
 
 @dataclass(frozen=True)
 class Shape:
-    """A generated class: its family, its solids and a one-line description."""
+    """A generated class: its family, its solids, its point group and a one-line description.
+
+    ``symmetry`` is the point group of the solids in the frame they are built in (RELION
+    conventions: Cn about z, Dn with a 2-fold about x, T/O with 2-/4-folds along x, y, z;
+    Cinf/Dinf about z; K = spherical). tests/test_structures.py checks every claim on the map.
+    """
 
     family: str
     parts: Callable[[], list[Inside] | Inside]
     extent: float  # half-size (A) of the bounding cube the lattice covers
     description: str
+    symmetry: str
 
 
-#: The catalogue, in the order ``structures.n_classes`` takes classes from it.
+def _lobes(extra: bool) -> list[Inside]:
+    """Three different globules (r 3.2, 2.7, 2.2 nm) on 2.2 nm stalks from the largest, 1.2 nm
+    apart, at 100 degrees and off-plane: no symmetry axis. ``extra`` adds a fourth small globule
+    (r 1.7 nm) on the largest one, below their plane (the near-twin)."""
+    b = np.array([1.0, 0.0, 0.0]) * (32 + 27 + 12)
+    c = np.array([np.cos(np.radians(100)), np.sin(np.radians(100)), 0.3])
+    c = c / np.linalg.norm(c) * (32 + 22 + 12)
+    parts = [_sphere((0, 0, 0), 32), _sphere(b, 27), _sphere(c, 22),
+             _capsule((0, 0, 0), b, 11), _capsule((0, 0, 0), c, 11)]
+    if extra:
+        d = np.array([-0.3, -0.5, -0.8])
+        parts.append(_sphere(d / np.linalg.norm(d) * (32 + 17 - 4), 17))
+    return parts
+
+
+def _hook() -> list[Inside]:
+    """An L: a long arm along z bent into a short arm towards +x, a knob off their plane."""
+    return [_capsule((0, 0, -55), (0, 0, 45), 18), _capsule((0, 0, 45), (50, 0, 55), 16),
+            _sphere((10, 28, -50), 26)]
+
+
+#: The catalogue, in the order ``structures.n_classes`` takes classes from it (the first 12 are
+#: the default data).
 CATALOGUE: dict[str, Shape] = {
-    "ring6": Shape("ring", lambda: _ring(6), 80, "6 globules (r 2.5 nm) in a ring, ~14 nm"),
-    "ring7": Shape("ring", lambda: _ring(7), 85, "7 globules in a ring, ~15 nm (twin of ring6)"),
+    "ring6": Shape("ring", lambda: _ring(6), 80, "6 globules (r 2.5 nm) in a ring, ~14 nm", "D6"),
+    "ring7": Shape("ring", lambda: _ring(7), 85, "7 globules in a ring, ~15 nm (twin of ring6)",
+                   "D7"),
     "rod_short": Shape("rod", lambda: _capsule((0, 0, -45), (0, 0, 45), 28), 80,
-                       "capsule, 5.6 nm wide, 15 nm long"),
+                       "capsule, 5.6 nm wide, 15 nm long", "Dinf"),
     "rod_long": Shape("rod", lambda: _capsule((0, 0, -95), (0, 0, 95), 28), 135,
-                      "capsule, 5.6 nm wide, 25 nm long (twin of rod_short)"),
-    "tetra": Shape("cluster", _tetra, 80, "4 globules (r 3 nm) on a tetrahedron, ~15 nm"),
-    "octa": Shape("cluster", _octa, 80, "6 globules (r 2.6 nm) on an octahedron, ~14 nm"),
+                      "capsule, 5.6 nm wide, 25 nm long (twin of rod_short)", "Dinf"),
+    "tetra": Shape("cluster", _tetra, 80, "4 globules (r 3 nm) on a tetrahedron, ~15 nm", "T"),
+    "octa": Shape("cluster", _octa, 80, "6 globules (r 2.6 nm) on an octahedron, ~14 nm", "O"),
     "dumbbell": Shape("dumbbell", lambda: [_sphere((0, 0, -65), 32), _sphere((0, 0, 65), 32),
                                            _capsule((0, 0, -65), (0, 0, 65), 12)], 105,
-                      "two 6.4 nm globules joined by a 2.4 nm stalk, ~19.5 nm"),
-    "barrel": Shape("barrel", lambda: [_tube(70, 45, 200)], 110,
-                    "hollow open cylinder, 14 nm wide, 20 nm tall, 2.5 nm wall"),
-    "globule": Shape("globule", lambda: [_sphere((0, 0, 0), 25)], 35,
-                     "compact sphere, 5 nm (smallest class)"),
-    "cage": Shape("shell", lambda: [_shell(60, 45)], 70, "hollow spherical shell, 12 nm"),
-    "ring5": Shape("ring", lambda: _ring(5), 75, "5 globules in a ring, ~12 nm"),
+                      "two 6.4 nm globules joined by a 2.4 nm stalk, ~19.5 nm", "Dinf"),
     "dumbbell_asym": Shape("dumbbell", lambda: [_sphere((0, 0, -65), 38),
                                                 _sphere((0, 0, 65), 24),
                                                 _capsule((0, 0, -65), (0, 0, 65), 12)], 115,
-                           "7.6 nm and 4.8 nm globules joined by a stalk, ~19 nm"),
-    "disk": Shape("disk", lambda: [_disk(70, 40)], 80, "solid disk, 14 nm wide, 4 nm thick"),
+                           "7.6 nm and 4.8 nm globules joined by a stalk, ~19 nm", "Cinf"),
+    "globule": Shape("globule", lambda: [_sphere((0, 0, 0), 25)], 35,
+                     "compact sphere, 5 nm (smallest class)", "K"),
+    "lobes3": Shape("lobes", lambda: _lobes(False), 110,
+                    "3 different globules (r 3.2, 2.7, 2.2 nm) on stalks, no symmetry, ~17 nm",
+                    "C1"),
+    "lobes4": Shape("lobes", lambda: _lobes(True), 110,
+                    "lobes3 with a 4th small globule (r 1.7 nm) (twin of lobes3)", "C1"),
+    "hook": Shape("hook", _hook, 110,
+                  "L-shaped capsule (3.6 nm wide, 10 + 5 nm arms) with a 5.2 nm knob off its "
+                  "plane, ~19 nm", "C1"),
+    "barrel": Shape("barrel", lambda: [_tube(70, 45, 200)], 110,
+                    "hollow open cylinder, 14 nm wide, 20 nm tall, 2.5 nm wall", "Dinf"),
+    "cage": Shape("shell", lambda: [_shell(60, 45)], 70, "hollow spherical shell, 12 nm", "K"),
+    "ring5": Shape("ring", lambda: _ring(5), 75, "5 globules in a ring, ~12 nm", "D5"),
+    "disk": Shape("disk", lambda: [_disk(70, 40)], 80, "solid disk, 14 nm wide, 4 nm thick",
+                  "Dinf"),
     "barrel_capped": Shape("barrel", lambda: [_tube(70, 45, 200), _disk(70, 25)], 110,
-                           "barrel with a central plug (twin of barrel)"),
+                           "barrel with a central plug (twin of barrel)", "Dinf"),
 }
 
 
@@ -138,6 +178,7 @@ class Molecule:
     xyz: np.ndarray
     elements: np.ndarray
     multiplicity: float  # heavy atoms each pseudo-atom stands for
+    symmetry: str = "C1"  # point group in this frame (Shape.symmetry)
 
 
 def class_names(n_classes: int, classes: list[str] | None = None) -> list[str]:
@@ -186,4 +227,4 @@ def generate_molecule(name: str, seed: int = 0, atom_volume: float = 144.0) -> M
     elements = rng.choice(ELEMENTS, size=len(xyz), p=ELEMENT_FRACTIONS)
     xyz = xyz - xyz.mean(axis=0)  # equal weights per pseudo-atom: centroid = centre of mass
     return Molecule(name, shape.family, xyz.astype(np.float64), elements,
-                    atom_volume / HEAVY_ATOM_VOLUME)
+                    atom_volume / HEAVY_ATOM_VOLUME, shape.symmetry)

@@ -20,13 +20,11 @@ import numpy as np
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_volume
-from affinity_vae.structures.checks import check_pdb_id
+from affinity_vae.structures.checks import check_pdb_id, split_name
 from affinity_vae.structures.generate import MULTIPLICITY_REMARK, Molecule
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = (".pdb.gz", ".cif.gz", ".ent.gz", ".pdb", ".ent", ".cif", ".mmcif")
-MAP_SUFFIXES = (".mrc", ".map")
 #: SHREC 2021 size groups (Gubins et al. 2021), used as the family of known classes
 SHREC_GROUPS = {
     **{c: "small" for c in ("1s3x", "3qm1", "3gl1", "3h84", "2cg9")},
@@ -47,6 +45,7 @@ class ClassSource:
     multiplicity: float = 1.0
     map: np.ndarray | None = None
     map_voxel: float = 0.0
+    symmetry: str = "C1"  # point group in the frame of the model / map
 
 
 def shrec_group(name: str) -> str:
@@ -141,17 +140,6 @@ def read_model(path: str | os.PathLike, name: str | None = None,
     return out, multiplicity
 
 
-def _split_name(path: Path) -> tuple[str, str] | None:
-    low = path.name.lower()
-    for suf in MODEL_SUFFIXES:
-        if low.endswith(suf):
-            return path.name[: -len(suf)], "model"
-    for suf in MAP_SUFFIXES:
-        if low.endswith(suf):
-            return path.name[: -len(suf)], "map"
-    return None
-
-
 def find_dir_files(folder: str | os.PathLike) -> dict[str, dict[str, Path]]:
     """Structure files in ``folder`` and its subfolders, by class name (the file stem):
     ``{name: {"model": path, "map": path}}`` (either may be missing)."""
@@ -163,7 +151,7 @@ def find_dir_files(folder: str | os.PathLike) -> dict[str, dict[str, Path]]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or any(p.startswith(".") for p in path.relative_to(folder).parts):
             continue
-        split = _split_name(path)
+        split = split_name(path)
         if split is None:
             continue
         name, kind = split
