@@ -28,23 +28,33 @@ K          spherical (a sphere, a hollow shell): no orientation defined at all
 
 For the continuous groups (Cinf, Dinf, K) :func:`group_rotations` returns only their discrete
 part (identity; plus the 2-fold about x for Dinf). Scores must not sample them: compare axes
-instead (see affinity_vae.evaluate.pose).
+instead, as :func:`symmetric_error` does.
+
+Also here: :func:`symmetric_error` (angle modulo the group), :func:`symmetric_representative`
+(the mean of rotations modulo the group), :func:`chordal_mean`, :func:`rotation_to_axis`, and
+:func:`class_point_groups` (each class's group from structures/manifest.csv).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from affinity_vae.errors import InputError
 
+log = logging.getLogger(__name__)
+
 POINT_GROUPS = ("C1", "Cn (n >= 2)", "Dn (n >= 2)", "T", "O", "I", "I1", "Cinf", "Dinf", "K")
 ACCEPTED = ("C1, Cn and Dn (e.g. C6, D6), T, O, I (= I2), I1, Cinf (C∞), Dinf (D∞) or K "
             "(spherical)")
 _PHI = (1.0 + 5.0 ** 0.5) / 2.0
+E_Z = np.array([0.0, 0.0, 1.0])
 
 
 def parse_point_group(name: str) -> str:
@@ -142,3 +152,100 @@ def group_order(name: str) -> float:
     """Number of elements; inf for the continuous groups Cinf, Dinf and K."""
     g = parse_point_group(name)
     return float("inf") if g in ("Cinf", "Dinf", "K") else float(len(_group_rotations(g)))
+
+
+def class_point_groups(manifest: Any, classes: Sequence[str],
+                       source: str = "structures/manifest.csv") -> dict[str, str]:
+    """{class: point group} from a manifest table (pandas DataFrame with columns ``class`` and
+    ``symmetry``, e.g. structures/manifest.csv); a missing table, column or class counts as C1
+    (logged). Raises InputError naming ``source`` for a value that is not a point group."""
+    if manifest is None or not {"class", "symmetry"} <= set(manifest.columns):
+        log.info("%s has no 'symmetry' column: every class counts as C1", source)
+        return {str(c): "C1" for c in classes}
+    table = dict(zip(manifest["class"].astype(str), manifest["symmetry"].astype(str)))
+    groups = {}
+    for c in classes:
+        value = table.get(str(c), "").strip()
+        if not value:
+            log.info("no point group for class %s in %s: it counts as C1", c, source)
+            value = "C1"
+        try:
+            groups[str(c)] = parse_point_group(value)
+        except InputError as err:
+            raise InputError(f"{source}: column 'symmetry' of class {c}: {err}") from None
+    return groups
+
+
+def _axis_angle_deg(a: np.ndarray, b: np.ndarray, signless: bool) -> np.ndarray:
+    """Angle in degrees between unit vectors a, b (N, 3); up to sign when ``signless``."""
+    cos = np.clip(np.einsum("ni,ni->n", a, b), -1.0, 1.0)
+    ang = np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), cos))
+    return np.minimum(ang, 180.0 - ang) if signless else ang
+
+
+def best_elements(pred: np.ndarray, true: np.ndarray, group: str) -> np.ndarray:
+    """Index into group_rotations(group) of the g nearest to each pair: argmin_g
+    angle(pred_i, true_i @ g). pred, true (N, 3, 3) -> (N,) int."""
+    G = group_rotations(group)
+    rel = np.swapaxes(pred, -1, -2) @ true  # (N, 3, 3); angle(pred, true g) <-> trace(rel g)
+    return np.argmax(np.einsum("nij,kji->nk", rel, G), axis=1)
+
+
+def symmetric_error(pred: np.ndarray, true: np.ndarray, group: str) -> np.ndarray:
+    """Symmetry-aware angular error in degrees, (N,).
+
+    Args:
+        pred, true: (N, 3, 3) active rotation matrices acting on (x, y, z).
+        group: point group of the class (affinity_vae.symmetry names).
+    Returns:
+        min over g in G of the geodesic angle between pred and true @ g; Cinf: angle between
+        pred e_z and true e_z; Dinf: that angle up to sign (<= 90); K: NaN.
+    """
+    pred = np.asarray(pred, float).reshape(-1, 3, 3)
+    true = np.asarray(true, float).reshape(-1, 3, 3)
+    g = parse_point_group(group)
+    if is_spherical(g):
+        return np.full(len(pred), np.nan)
+    if is_axial(g):
+        return _axis_angle_deg(pred @ E_Z, true @ E_Z, signless=g == "Dinf")
+    G = group_rotations(g)
+    best = G[best_elements(pred, true, g)]
+    rel = np.swapaxes(pred, -1, -2) @ true @ best
+    return np.degrees(Rotation.from_matrix(rel).magnitude())
+
+
+def chordal_mean(mats: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(Weighted) chordal L2 mean of rotations (N, 3, 3): the SVD projection of their mean."""
+    w = np.ones(len(mats)) if weights is None else np.asarray(weights, float)
+    u, _, vt = np.linalg.svd(np.einsum("n,nij->ij", w, mats))
+    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+
+
+def rotation_to_axis(axis: np.ndarray) -> np.ndarray:
+    """A rotation (N, 3, 3) taking e_z to each unit vector of ``axis`` (N, 3) (shortest arc)."""
+    axis = np.asarray(axis, float).reshape(-1, 3)
+    axis = axis / np.linalg.norm(axis, axis=1, keepdims=True)
+    cross = np.cross(E_Z, axis)
+    s = np.linalg.norm(cross, axis=1)
+    angle = np.arctan2(s, axis[:, 2])
+    rotvec = np.zeros_like(axis)
+    ok = s > 1e-12
+    rotvec[ok] = cross[ok] / s[ok, None] * angle[ok, None]
+    rotvec[~ok & (axis[:, 2] < 0)] = [np.pi, 0.0, 0.0]  # e_z -> -e_z: half turn about x
+    return Rotation.from_rotvec(rotvec).as_matrix().reshape(-1, 3, 3)
+
+
+def symmetric_representative(mats: np.ndarray, group: str) -> np.ndarray:
+    """A common representative of rotations (K, 3, 3) of one class: each is brought to the
+    first by its best g, then averaged (chordal mean; axial groups: the mean axis, the
+    returned rotation takes e_z to it). Returns (3, 3)."""
+    g = parse_point_group(group)
+    ref = mats[0]
+    if is_axial(g):
+        axes = mats @ E_Z
+        if g == "Dinf":
+            axes = axes * np.sign(axes @ (ref @ E_Z) + 1e-300)[:, None]
+        return rotation_to_axis(axes.sum(0))[0]
+    G = group_rotations(g)
+    aligned = mats @ G[best_elements(np.broadcast_to(ref, mats.shape), mats, g)]
+    return chordal_mean(aligned)

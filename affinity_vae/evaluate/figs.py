@@ -97,25 +97,29 @@ def pose_scatter(ax: plt.Axes, pose: np.ndarray, angle: np.ndarray, labels: Sequ
 
 
 def pose_figure(kind: str, data: Mapping, path: str | Path, dpi: int = 150) -> None:
-    """kind '2d': scatter (data: pose, angle, labels, classes, rho); 'gmd': histogram of the
-    angular errors (data: errors, median); 'cnn': |Spearman| of pose dims vs true Euler angles."""
+    """kind '2d': scatter (data: pose, angle, labels, classes, rho); '3d': histograms of
+    symmetry-aware angular errors (data: series {label: errors (n,) degrees}, scored_on), all
+    classes pooled, each series' median marked by a dashed line of its colour."""
     fig, ax = plt.subplots(figsize=(6, 4))
     if kind == "2d":
         pose_scatter(ax, data["pose"], data["angle"], data["labels"], data["classes"],
                      data["rho"])
-    elif kind == "gmd":
-        err = np.asarray(data["errors"])
-        ax.hist(err[np.isfinite(err)], bins=36, range=(0, 180), color="tab:blue")
-        ax.axvline(data["median"], color="k", ls="--", label=f"median {data['median']:.1f} deg")
-        ax.axvline(126.5, color="tab:red", ls=":", label="median of random rotations")
-        ax.set_xlabel("angular error (deg), after a per-class frame offset")
-        ax.set_ylabel("particles")
-        ax.legend(fontsize=7)
     else:
-        m = np.abs(np.asarray(data["rho"], float))
-        draw_heatmap(ax, m, [f"pose_{i}" for i in range(m.shape[0])],
-                     ["Z1", "X", "Z2"], "|Spearman rho| pose dim vs true Euler angle",
-                     vmin=0, vmax=1)
+        colors = ["tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple"]
+        for (label, err), color in zip(data["series"].items(), colors):
+            err = np.asarray(err, float)
+            err = err[np.isfinite(err)]
+            if not len(err):
+                continue
+            med = float(np.median(err))
+            ax.hist(err, bins=36, range=(0, 180), density=True, histtype="step", lw=1.5,
+                    color=color, label=f"{label}: median {med:.1f} deg (n={len(err)})")
+            ax.axvline(med, color=color, ls="--", lw=1)
+        ax.set_xlabel("angular error (deg), modulo each class's symmetry")
+        ax.set_ylabel("density")
+        ax.set_title(f"3D pose error, pooled over classes ({data.get('scored_on', '')} "
+                     "particles)", fontsize=9)
+        ax.legend(fontsize=7)
     save(fig, path, dpi)
 
 

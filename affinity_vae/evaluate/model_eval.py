@@ -33,41 +33,46 @@ def is_gmd(model: torch.nn.Module) -> bool:
 
 
 def pose_metrics(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
-                 out: Mapping[str, str], dpi: int, device: str) -> dict[str, Any]:
-    """Score the pose channel (see affinity_vae.evaluate.pose) and write pose_png / poses."""
+                 out: Mapping[str, str], dpi: int, device: str,
+                 manifest: pd.DataFrame | None = None, seed: int = 0) -> dict[str, Any]:
+    """Score the pose channel (see affinity_vae.evaluate.pose); writes pose_png and poses when
+    ``out`` names them. 3D: symmetry-aware errors of the model's rotations (when it has them),
+    the random and true baselines, and kNN probes of the pose channel and the shape latent."""
     P = block(lat, "pose")
     labels = lat["class"].to_numpy(object)
     split = lat["split"].to_numpy(object)
-    ndim = len(model.box)
-    scored = np.isin(split, ["validation", "test"]) & np.isin(labels, list(classes))
-    if not scored.any():
-        scored = np.isin(labels, list(classes))
-    res: dict[str, Any] = {}
-    rot = None
-    if ndim == 2:
+    rot = frames = errors = None
+    if len(model.box) == 2:
+        scored = np.isin(split, ["validation", "test"]) & np.isin(labels, list(classes))
+        if not scored.any():
+            scored = np.isin(labels, list(classes))
         angle = lat["euler_z1"].to_numpy(float)
         res = pose.spearman_pose(P[scored], angle[scored])
         d = res["dimension"]
-        figs.pose_figure("2d", {"pose": P[scored, d], "angle": angle[scored],
-                                "labels": labels[scored], "classes": list(classes),
-                                "rho": res["spearman_rho"]}, out["pose_png"], dpi)
-    elif is_gmd(model):
-        with torch.no_grad():
-            rot = model.decoder.rotation(torch.as_tensor(P, dtype=torch.float32,
-                                                         device=device)).cpu().numpy()
-        euler = lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy(float)
-        res, err = pose.gmd_pose_metrics(rot, euler, labels, split)
-        figs.pose_figure("gmd", {"errors": err[~np.isin(split, ["train"])],
-                                 "median": res["median_angular_error_deg"]}, out["pose_png"], dpi)
+        if "pose_png" in out:
+            figs.pose_figure("2d", {"pose": P[scored, d], "angle": angle[scored],
+                                    "labels": labels[scored], "classes": list(classes),
+                                    "rho": res["spearman_rho"]}, out["pose_png"], dpi)
     else:
+        if P.shape[1]:
+            with torch.no_grad():
+                t = torch.tensor(P, dtype=torch.float32, device=device)
+                r = (model.pose_rotation(t) if hasattr(model, "pose_rotation") else
+                     model.decoder.rotation(t) if is_gmd(model) else None)
+            rot = None if r is None else r.detach().cpu().double().numpy()
+        groups = pose.class_point_groups(manifest, classes)
         euler = lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy(float)
-        rho = np.array([[pose.spearman_pose(P[scored, i:i + 1], euler[scored, j])["spearman_rho"]
-                         for j in range(3)] for i in range(P.shape[1])])
-        res = {"max_abs_spearman_euler": float(np.nanmax(np.abs(rho))),
-               "note": "a CNN decoder's pose is not a rotation; |Spearman rho| of each pose "
-                       "dimension with the true Euler angles is shown instead"}
-        figs.pose_figure("cnn", {"rho": rho}, out["pose_png"], dpi)
-    table = (pose.pose_star_table(lat, rot, None) if rot is not None else
+        res, series, errors, frames = pose.pose_report_3d(rot, P, block(lat, "mu"), euler,
+                                                          labels, split, classes, groups, seed)
+        log.info("pose (%s): median error %s deg (random %s, true %s); probes %s",
+                 res["scored_on"], res["median_error_deg"], res["random_median_error_deg"],
+                 res["true_median_error_deg"], res["probe"])
+        if "pose_png" in out:
+            figs.pose_figure("3d", {"series": series, "scored_on": res["scored_on"]},
+                             out["pose_png"], dpi)
+    if "poses" not in out:
+        return res
+    table = (pose.pose_star_table(lat, rot, errors, frames) if rot is not None else
              lat[["tomogram", "x", "y", "z", "class", "split"]].rename(columns={
                  "tomogram": "rlnTomoName", "x": "rlnCoordinateX", "y": "rlnCoordinateY",
                  "z": "rlnCoordinateZ", "class": "avaeClass", "split": "avaeSplit"}))
@@ -172,8 +177,9 @@ def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str
     label = "aVAE" if meta.get("variant", "avae") == "avae" else "beta-VAE"
     res = analyse_latents(lat, classes, affinity, cfg, seed, out,
                           read_manifest(manifest_path), dpi, label)
-    res["pose"] = (pose_metrics(model, lat, classes, out, dpi, device)
-                   if P.shape[1] and "pose_png" in out else {})
+    res["pose"] = (pose_metrics(model, lat, classes, out, dpi, device,
+                                read_manifest(manifest_path), seed)
+                   if P.shape[1] or len(model.box) == 3 else {})
     voxel = read_voxel_size(stacks[0])
     res["interpolations"] = sweeps(model, lat, classes, affinity, cfg, out, dpi, device, voxel)
     res["variant"] = meta.get("variant")
