@@ -170,9 +170,11 @@ def _check_semantics(config: dict[str, Any]) -> None:
             if names is not None and tomo not in names:
                 raise InputError(f"config key 'dataset.splits.{split}': tomogram '{tomo}' is not "
                                  f"in the dataset ({', '.join(sorted(names))}) -- fix the name")
-    if config["train"]["pose_consistency"]["weight"] > 0 and ds["source"] != "alphanumeric":
-        raise InputError("config key 'train.pose_consistency.weight': the pose-consistency term "
-                         "needs 2D images (dataset.source alphanumeric) -- set it to 0")
+    if (config["train"]["pose_consistency"]["weight"] > 0 and ds["source"] != "alphanumeric"
+            and config["model"]["pose_head"] != "rotation"):
+        raise InputError("config key 'train.pose_consistency.weight': on 3D data the "
+                         "pose-consistency term needs a rotation pose -- set model.pose_head: "
+                         "rotation (2D images: dataset.source alphanumeric), or the weight to 0")
     for i, new in enumerate(config["predict"]["tomograms"]):
         for key in ("tomogram", "coordinates"):
             if not Path(new[key]).is_file():

@@ -29,14 +29,16 @@ import torch
 from tqdm import tqdm
 
 from affinity_vae.data import (TrainingData, augment, load_subtomos, rotate_inplane,
-                               training_data)
+                               rotate_volumes, training_data)
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_voxel_size
 from affinity_vae.model import losses, schedules
 from affinity_vae.model.io import (load_checkpoint, load_state, rng_state, save_checkpoint,
                                    save_trained, set_rng_state)
+from affinity_vae.model.pose_head import rotation_consistency_loss
 from affinity_vae.model.vae import AffinityVAE, check_architecture
+from affinity_vae.wedge import wedge_mask
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
     "beta": {"kind": "cosine", "min": 1e-4, "max": 1e-3, "cycles": 2, "ratio": 0.5},
     "gamma": {"kind": "flat", "min": 0.0, "max": 1.0, "cycles": 1, "ratio": 0.5},
-    "pose_consistency": {"weight": 0.0, "max_angle": 30.0, "centre": 0.1},
+    "pose_consistency": {"weight": 0.0, "max_angle": 30.0, "centre": 0.1,
+                         "orthogonality": 0.1},
 }
 #: Keys that do not change the result and so are not part of the checkpoint hash.
 _NOT_HASHED = ("checkpoint_every", "keep_checkpoints", "device")
@@ -121,37 +124,77 @@ def _checkpoints(folder: Path, key: str) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _pose_angles(cfg: dict, model, n: int, gen: torch.Generator) -> torch.Tensor | None:
-    """Random in-plane angles (n,) in radians for the pose-consistency term, or None when the
-    term is off (weight 0 or no pose channel); draws nothing from ``gen`` when off."""
+def random_rotations(n: int, max_angle: float, gen: torch.Generator) -> torch.Tensor:
+    """n rotation matrices (n, 3, 3): uniform over SO(3) when ``max_angle`` >= 180 degrees,
+    else a uniform random axis with an angle uniform in [0, max_angle] degrees."""
+    if max_angle >= 180:
+        q = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+        q = q / q.norm(dim=1, keepdim=True)
+    else:
+        axis = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+        axis = axis / axis.norm(dim=1, keepdim=True)
+        half = 0.5 * torch.rand(n, generator=gen, dtype=torch.float64) * math.radians(max_angle)
+        q = torch.cat([half.cos().unsqueeze(1), half.sin().unsqueeze(1) * axis], dim=1)
+    w, a, b, c = q.unbind(1)
+    return torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
+                        2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
+                        2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
+                       1).view(n, 3, 3).float()
+
+
+def _pose_draws(cfg: dict, model, n: int, gen: torch.Generator):
+    """The known rotations of the pose-consistency term, or None when the term is off (weight
+    0 or no pose channel; then nothing is drawn from ``gen``): 2D data, in-plane angles (n,)
+    in radians within +-max_angle; 3D data, two uniformly random rotations (2, n, 3, 3)
+    applied to the batch."""
     pc = cfg["pose_consistency"]
     if pc["weight"] <= 0 or model.pose_dims == 0:
         return None
+    if len(model.box) == 3:
+        return random_rotations(2 * n, 180.0, gen).view(2, n, 3, 3)
     return (torch.rand(n, generator=gen) * 2 - 1) * math.radians(pc["max_angle"])
 
 
-def _losses(model, x, labels, affinity, cfg, beta, gamma, angles=None):
-    """Loss terms (recon, kl, affinity, pose, total) of a batch; ``angles`` (N,) radians turns
-    the pose-consistency term on (None: it is 0)."""
+def _losses(model, x, labels, affinity, cfg, beta, gamma, draws=None, wedge=None):
+    """Loss terms (recon, kl, affinity, pose, total) of a batch; ``draws`` (from _pose_draws)
+    turns the pose-consistency term on (None: it is 0). 3D: the batch rotated by two known
+    rotations g1, g2 (and, with ``wedge`` (D, H, W) a Fourier mask, given back the
+    microscope-frame missing wedge), and the rotation branch must turn by g2 g1^T between them."""
     x_hat, mu, logvar, pose = model(x)
     rec = losses.reconstruction_loss(x_hat, x, cfg["recon_loss"])
     kl = losses.kl_divergence(mu, logvar)
     aff = losses.affinity_loss(mu, labels, affinity)
     total = rec + beta * kl + gamma * aff
-    if angles is None:
+    pc = cfg["pose_consistency"]
+    if draws is None:
         pose_term = rec.new_zeros(())
+    elif draws.dim() == 4:
+        g1, g2 = draws.to(x.device)
+        x1, x2 = rotate_volumes(x, g1), rotate_volumes(x, g2)
+        if wedge is not None:
+            x1, x2 = impose_wedge(x1, wedge), impose_wedge(x2, wedge)
+        v1, v2 = model.encoder.pose_vectors(x1), model.encoder.pose_vectors(x2)
+        pose_term = rotation_consistency_loss(v1, v2, g2 @ g1.transpose(1, 2),
+                                              pc["orthogonality"])
+        total = total + pc["weight"] * pose_term
     else:
-        angles = angles.to(x.device, x.dtype)
+        angles = draws.to(x.device, x.dtype)
         _, _, pose_rot = model.encode(rotate_inplane(x, angles))
-        pc = cfg["pose_consistency"]
         pose_term = losses.pose_consistency_loss(pose, pose_rot,
                                                  angles * model.inplane_pose_sense, pc["centre"])
         total = total + pc["weight"] * pose_term
     return rec, kl, aff, pose_term, total
 
 
+def impose_wedge(x: torch.Tensor, wedge: torch.Tensor) -> torch.Tensor:
+    """Multiply volumes x (N, 1, D, H, W) by a full-grid Fourier mask wedge (D, H, W)."""
+    return torch.fft.ifftn(torch.fft.fftn(x, dim=(-3, -2, -1)) * wedge,
+                           dim=(-3, -2, -1)).real
+
+
 def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: float,
-              gen: torch.Generator, device: torch.device) -> dict[str, float]:
+              gen: torch.Generator, device: torch.device,
+              wedge: torch.Tensor | None = None) -> dict[str, float]:
     """One pass over the shuffled training set; returns the sample-weighted mean losses."""
     model.train()
     n, bs = data.x.shape[0], cfg["batch_size"]
@@ -163,9 +206,9 @@ def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: flo
         if len(idx) < 2 and seen:   # batch-norm and the affinity term need >= 2 samples
             break
         xb = augment(data.x[idx], cfg["augment"], gen).to(device, non_blocking=True)
-        angles = _pose_angles(cfg, model, len(idx), gen)
+        draws = _pose_draws(cfg, model, len(idx), gen)
         terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma,
-                        angles)
+                        draws, wedge)
         opt.zero_grad(set_to_none=True)
         terms[-1].backward()
         opt.step()
@@ -176,7 +219,8 @@ def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: flo
 
 @torch.no_grad()
 def evaluate_losses(model, x, labels, affinity, cfg, beta, gamma, device,
-                    batch_size: int = 128) -> dict[str, float]:
+                    batch_size: int = 128, wedge: torch.Tensor | None = None
+                    ) -> dict[str, float]:
     """Mean losses on (x, labels) in eval mode (z = mu, no augmentation; the pose-consistency
     angles from a fixed seed, the same every epoch); NaN when empty."""
     if x.shape[0] == 0:
@@ -186,8 +230,8 @@ def evaluate_losses(model, x, labels, affinity, cfg, beta, gamma, device,
     sums, n = torch.zeros(len(TERMS), dtype=torch.float64), 0
     for s in range(0, x.shape[0], batch_size):
         xb, lb = x[s:s + batch_size].to(device), labels[s:s + batch_size].to(device)
-        angles = _pose_angles(cfg, model, len(xb), gen)
-        terms = _losses(model, xb, lb, affinity.to(device), cfg, beta, gamma, angles)
+        draws = _pose_draws(cfg, model, len(xb), gen)
+        terms = _losses(model, xb, lb, affinity.to(device), cfg, beta, gamma, draws, wedge)
         sums += torch.stack([t.double().cpu() for t in terms]) * len(xb)
         n += len(xb)
     return dict(zip(TERMS, (sums / n).tolist()))
@@ -195,16 +239,24 @@ def evaluate_losses(model, x, labels, affinity, cfg, beta, gamma, device,
 
 def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any], seed: int,
         checkpoint_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-        progress: bool = True) -> tuple[AffinityVAE, pd.DataFrame]:
+        progress: bool = True, tilt_range: tuple[float, float] | None = None
+        ) -> tuple[AffinityVAE, pd.DataFrame]:
     """Train a model on ``data``; resume from ``checkpoint_dir`` when it holds a checkpoint of
-    the same config hash. Returns the model (eval mode, on CPU) and the history
-    (one row per epoch, columns HISTORY_COLUMNS)."""
+    the same config hash. ``tilt_range`` (degrees, tilt axis y; None = unknown) gives the
+    microscope-frame missing wedge that the 3D pose-consistency term re-imposes on rotated
+    boxes. Returns the model (eval mode, on CPU) and the history (one row per epoch, columns
+    HISTORY_COLUMNS)."""
     cfg = train_config(train_cfg)
     model_cfg = check_architecture(model_cfg, data.box)
-    if cfg["pose_consistency"]["weight"] > 0 and len(data.box) != 2:
-        raise InputError(f"config key 'train.pose_consistency.weight': the pose-consistency term "
-                         f"needs 2D images, got boxes of shape {tuple(data.box)} -- set it to 0")
+    if (cfg["pose_consistency"]["weight"] > 0 and len(data.box) == 3
+            and model_cfg["pose_head"] != "rotation" and model_cfg["pose_dims"]):
+        raise InputError("config key 'train.pose_consistency.weight': on 3D data the "
+                         "pose-consistency term needs a rotation pose -- set model.pose_head: "
+                         "rotation (or the weight to 0)")
     device = torch.device(device)
+    wedge_t = None
+    if tilt_range is not None and len(data.box) == 3:
+        wedge_t = torch.from_numpy(wedge_mask(data.box, tilt_range)).to(device)
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -215,7 +267,7 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     betas, gammas = schedules.values(cfg["beta"], epochs), schedules.values(cfg["gamma"], epochs)
     history: list[dict[str, float]] = []
     start = 0
-    key = config_hash(model_cfg, cfg, seed, data)
+    key = config_hash(model_cfg, {**cfg, "tilt_range": tilt_range}, seed, data)
     folder = Path(checkpoint_dir) if checkpoint_dir else None
     if folder is not None:
         for stale in folder.glob(".ckpt-*.tmp-*"):  # half-written by a killed run
@@ -240,9 +292,9 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     for epoch in bar:
         t0 = time.perf_counter()
         beta, gamma = betas[epoch], gammas[epoch]
-        tr = run_epoch(model, opt, data, cfg, beta, gamma, gen, device)
+        tr = run_epoch(model, opt, data, cfg, beta, gamma, gen, device, wedge_t)
         va = evaluate_losses(model, data.val_x, data.val_labels, data.affinity, cfg, beta,
-                             gamma, device)
+                             gamma, device, wedge=wedge_t)
         if not math.isfinite(tr["total"]):
             raise RuntimeError(f"loss became {tr['total']} at epoch {epoch + 1}; lower "
                                f"train.learning_rate")

@@ -96,7 +96,7 @@ def test_gmd_pose_follows_rotation_in_its_own_sense():
     assert pooled < -0.93, pooled
 
 
-def test_term_needs_2d_data():
+def test_3d_term_needs_the_rotation_head():
     data = TrainingData(torch.zeros(8, 1, 8, 8, 8), torch.zeros(8, dtype=torch.long),
                         torch.zeros(0, 1, 8, 8, 8), torch.zeros(0, dtype=torch.long), ["a"],
                         torch.ones(1, 1))
@@ -106,5 +106,7 @@ def test_term_needs_2d_data():
             0, None, "cpu", progress=False)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.setdefault("train", {})["pose_consistency"] = {"weight": 1.0}
-    with pytest.raises(InputError, match="pose_consistency.weight.*alphanumeric"):
+    with pytest.raises(InputError, match="pose_consistency.weight.*pose_head: rotation"):
         check_config(cfg, SCHEMA)
+    cfg["model"] = {**cfg.get("model", {}), "pose_head": "rotation"}
+    check_config(cfg, SCHEMA)   # accepted with the rotation head

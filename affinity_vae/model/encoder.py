@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from affinity_vae.model.pose_head import RotationBranch, matrix_to_sixd, project_to_so3
+
 
 def conv_layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
     """(Conv, ConvTranspose, BatchNorm) classes for 2D or 3D data."""
@@ -27,10 +29,14 @@ class Encoder(nn.Module):
 
     Input (N, 1, *box) with every box side divisible by 2**depth; outputs
     mu (N, latent_dims), logvar (N, latent_dims), pose (N, pose_dims) (pose_dims may be 0).
+    ``pose_head="linear"`` (the paper's): the pose is a linear head on the shared features.
+    ``pose_head="rotation"`` (3D): the pose is a rotation from its own near-equivariant branch
+    (affinity_vae.model.pose_head.RotationBranch), as its 6D representation (pose_dims 6).
     """
 
     def __init__(self, box: tuple[int, ...], channels: int, depth: int, latent_dims: int,
-                 pose_dims: int, batch_norm: bool = True):
+                 pose_dims: int, batch_norm: bool = True, pose_head: str = "linear",
+                 pose_channels: int = 16, pose_lowpass: float = 1.5):
         super().__init__()
         conv, _, bn = conv_layers(len(box))
         layers: list[nn.Module] = []
@@ -45,10 +51,28 @@ class Encoder(nn.Module):
         flat = c_in * math.prod(s // 2 ** depth for s in box)
         self.mu = nn.Linear(flat, latent_dims)
         self.logvar = nn.Linear(flat, latent_dims)
-        self.pose = nn.Linear(flat, pose_dims) if pose_dims > 0 else None
+        self.rotation = None
+        self.pose = None
+        if pose_dims > 0 and pose_head == "rotation":
+            if pose_dims != 6:
+                raise ValueError(f"the rotation pose head has pose_dims 6, got {pose_dims}")
+            self.rotation = RotationBranch(tuple(box), pose_channels, pose_lowpass)
+        elif pose_dims > 0:
+            self.pose = nn.Linear(flat, pose_dims)
         self.pose_dims = pose_dims
+
+    def pose_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """The rotation branch's raw output V (N, 3, 3) (rotation pose head only)."""
+        if self.rotation is None:
+            raise ValueError("pose_vectors needs the rotation pose head")
+        return self.rotation(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.features(x)
-        pose = self.pose(h) if self.pose is not None else h.new_zeros(h.shape[0], 0)
+        if self.rotation is not None:
+            pose = matrix_to_sixd(project_to_so3(self.rotation(x)))
+        elif self.pose is not None:
+            pose = self.pose(h)
+        else:
+            pose = h.new_zeros(h.shape[0], 0)
         return self.mu(h), self.logvar(h), pose

@@ -10,12 +10,14 @@ from torch import nn
 from affinity_vae.errors import InputError
 from affinity_vae.model.decoders import CNNDecoder, GMDDecoder
 from affinity_vae.model.encoder import Encoder
+from affinity_vae.model.pose_head import sixd_to_matrix
 
 #: Architecture keys of config section ``model`` (defaults in workflow/schemas/model.schema.yaml).
 MODEL_DEFAULTS: dict[str, Any] = {
     "decoder": "cnn", "latent_dims": 16, "pose_dims": 3, "channels": 8, "depth": 3,
     "batch_norm": True, "n_gaussians": 256, "gmd_hidden": 256, "gmd_sigma_min": 0.5,
-    "gmd_sigma_max": 3.0, "gmd_convs": 0,
+    "gmd_sigma_max": 3.0, "gmd_convs": 0, "pose_head": "linear", "pose_channels": 16,
+    "pose_lowpass": 1.5,
 }
 
 
@@ -30,11 +32,19 @@ def check_architecture(cfg: dict[str, Any], box: tuple[int, ...]) -> dict[str, A
     if len(box) not in (2, 3):
         raise InputError(f"subtomogram boxes must be 2D or 3D, got shape {box} -- check the "
                          f"extract outputs")
+    if cfg["pose_head"] == "rotation" and cfg["pose_dims"]:
+        if len(box) != 3:
+            raise InputError(f"config key 'model.pose_head': the rotation head needs 3D boxes, "
+                             f"got {box} -- use pose_head: linear for 2D data")
+        if any(s % 4 for s in box):
+            raise InputError(f"config key 'model.pose_head': the rotation head needs box sides "
+                             f"divisible by 4, got {box} -- change extract.box_size")
+        cfg["pose_dims"] = 6   # the 6D representation of a rotation
     step = 2 ** cfg["depth"]
     if any(s % step for s in box):
         raise InputError(f"config key 'model.depth': box {box} is not divisible by 2**depth = "
                          f"{step} -- lower model.depth or change extract.box_size")
-    if cfg["decoder"] == "gmd":
+    if cfg["decoder"] == "gmd" and cfg["pose_head"] != "rotation":
         need = 4 if len(box) == 3 else 1
         if cfg["pose_dims"] not in (0, need):
             raise InputError(f"config key 'model.pose_dims': the GMD decoder on {len(box)}D data "
@@ -57,7 +67,8 @@ class AffinityVAE(nn.Module):
         self.config, self.box = cfg, tuple(int(s) for s in box)
         self.latent_dims, self.pose_dims = cfg["latent_dims"], cfg["pose_dims"]
         self.encoder = Encoder(self.box, cfg["channels"], cfg["depth"], cfg["latent_dims"],
-                               cfg["pose_dims"], cfg["batch_norm"])
+                               cfg["pose_dims"], cfg["batch_norm"], cfg["pose_head"],
+                               cfg["pose_channels"], cfg["pose_lowpass"])
         if cfg["decoder"] == "cnn":
             self.decoder = CNNDecoder(self.box, cfg["channels"], cfg["depth"],
                                       cfg["latent_dims"], cfg["pose_dims"], cfg["batch_norm"])
@@ -78,6 +89,23 @@ class AffinityVAE(nn.Module):
         coordinates, i.e. clockwise as displayed: -1. The CNN decoder's pose has no built-in
         sense: +1, the sense of the alphanumeric STAR angle."""
         return -1.0 if self.config["decoder"] == "gmd" else 1.0
+
+    @property
+    def has_rotation_head(self) -> bool:
+        """True when the pose channel is a rotation from the rotation pose head."""
+        return self.encoder.rotation is not None
+
+    def pose_rotation(self, pose: torch.Tensor) -> torch.Tensor | None:
+        """Rotation matrices (N, 3, 3) acting on (x, y, z) that the pose (N, P) stands for, or
+        None when the pose is not a rotation (2D data, the CNN decoder's linear pose, no pose).
+        Rotation head: Gram-Schmidt of the 6D pose; GMD decoder: its axis-angle pose."""
+        if len(self.box) != 3 or self.pose_dims == 0:
+            return None
+        if self.has_rotation_head:
+            return sixd_to_matrix(pose)
+        if self.config["decoder"] == "gmd":
+            return self.decoder.rotation(pose)
+        return None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, 1, *box) -> mu (N, L), logvar (N, L), pose (N, P)."""

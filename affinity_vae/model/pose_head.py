@@ -1,0 +1,153 @@
+"""A 3D pose channel that is a rotation: a near-equivariant branch of the encoder.
+
+The branch is a small CNN whose last layer gives three maps w_k on a coarse grid; each map turns
+into a vector ``v_k = sum_p w_k(p) (p - c)`` of the grid positions p measured from the box
+centre voxel c (``n // 2``, affinity_vae.rotation's convention). Rotating the input moves the
+maps with it, so the three vectors - the columns of V (3 x 3) - turn with the particle; the pose
+is V projected onto SO(3) (the nearest rotation, by SVD). Before the CNN the box is low-pass
+filtered (a fixed Gaussian) and multiplied by a soft spherical mask, so a rotated box and an
+unrotated one look alike at the corners and noise does not drown the orientation signal.
+
+The pose travels through the model as the continuous 6D representation of Zhou et al. (2019):
+the first two columns of R, (N, 6) = (r11, r21, r31, r12, r22, r32); :func:`sixd_to_matrix`
+turns any 6-vector back into a rotation by Gram-Schmidt. Matrices act on (x, y, z) columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def project_to_so3(v: torch.Tensor) -> torch.Tensor:
+    """Nearest rotation (Frobenius) to each matrix of v (N, 3, 3), by SVD with the sign fixed so
+    that det = +1. Returns (N, 3, 3)."""
+    u, _, vh = torch.linalg.svd(v)
+    d = torch.det(u @ vh)
+    fix = torch.ones_like(v[:, 0])
+    fix[:, 2] = d
+    return (u * fix.unsqueeze(1)) @ vh
+
+
+def matrix_to_sixd(rot: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (N, 3, 3) -> 6D representation (N, 6): the first two columns."""
+    return rot[:, :, :2].transpose(1, 2).reshape(-1, 6)
+
+
+def sixd_to_matrix(six: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """6D representation (N, 6) -> rotation matrices (N, 3, 3) by Gram-Schmidt (Zhou et al.)."""
+    a, b = six[:, :3], six[:, 3:6]
+    c1 = F.normalize(a, dim=1, eps=eps)
+    c2 = F.normalize(b - (c1 * b).sum(1, keepdim=True) * c1, dim=1, eps=eps)
+    c3 = torch.cross(c1, c2, dim=1)
+    return torch.stack([c1, c2, c3], dim=2)
+
+
+def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (N, 3, 3) -> the paper's pose (N, 4) = (theta in radians, unit axis)
+    (for output only; theta in [0, pi])."""
+    cos = ((rot.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1.0, 1.0)
+    axis = torch.stack([rot[:, 2, 1] - rot[:, 1, 2], rot[:, 0, 2] - rot[:, 2, 0],
+                        rot[:, 1, 0] - rot[:, 0, 1]], dim=1)
+    n = axis.norm(dim=1, keepdim=True)
+    # near theta = pi the antisymmetric part vanishes: take the axis from R + I instead
+    sym = rot + torch.eye(3, dtype=rot.dtype, device=rot.device)
+    col = sym.gather(2, sym.diagonal(dim1=1, dim2=2).argmax(1).view(-1, 1, 1).expand(-1, 3, 1))
+    alt = F.normalize(col.squeeze(-1), dim=1)
+    axis = torch.where(n > 1e-6, axis / n.clamp_min(1e-12), alt)
+    return torch.cat([torch.acos(cos).unsqueeze(1), axis], dim=1)
+
+
+def gaussian_kernel_1d(sigma: float) -> torch.Tensor:
+    """Normalised 1D Gaussian taps (2 * ceil(3 sigma) + 1,)."""
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def soft_sphere(box: tuple[int, int, int], margin: float = 2.0, edge: float = 2.0
+                ) -> torch.Tensor:
+    """A soft spherical mask (D, H, W) about voxel n // 2: 1 inside radius min(n)/2 - margin -
+    edge, a cosine edge of ``edge`` voxels, 0 beyond."""
+    axes = [torch.arange(n, dtype=torch.float32) - n // 2 for n in box]
+    z, y, x = torch.meshgrid(*axes, indexing="ij")
+    r = torch.sqrt(x * x + y * y + z * z)
+    r1 = min(box) / 2 - margin
+    r0 = r1 - edge
+    t = ((r - r0) / edge).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(math.pi * t))
+
+
+class RotationBranch(nn.Module):
+    """Input (N, 1, D, H, W) -> V (N, 3, 3), columns = three vectors that turn with the input.
+
+    Layers: fixed low-pass (Gaussian, ``lowpass_sigma`` voxels; 0 = none) and soft spherical
+    mask, then conv 3^3 (1 -> c, stride 2), conv (c -> 2c, stride 2), conv (2c -> 2c),
+    conv (2c -> 2c, dilation 2), each with batch-norm and ReLU, and a 1x1x1 conv to 3 maps on
+    the grid of 1/4 the box. Box sides must be divisible by 4.
+    """
+
+    def __init__(self, box: tuple[int, ...], channels: int = 16, lowpass_sigma: float = 1.5):
+        super().__init__()
+        if len(box) != 3 or any(s % 4 for s in box):
+            raise ValueError(f"the rotation pose head needs a 3D box with sides divisible by 4, "
+                             f"got {box}")
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv3d(1, c, 3, stride=2, padding=1), nn.BatchNorm3d(c), nn.ReLU(inplace=True),
+            nn.Conv3d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm3d(2 * c),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(2 * c, 2 * c, 3, padding=1), nn.BatchNorm3d(2 * c), nn.ReLU(inplace=True),
+            nn.Conv3d(2 * c, 2 * c, 3, padding=2, dilation=2), nn.BatchNorm3d(2 * c),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(2 * c, 3, 1))
+        self.register_buffer("mask", soft_sphere(tuple(box))[None, None], persistent=False)
+        k = gaussian_kernel_1d(lowpass_sigma) if lowpass_sigma > 0 else torch.ones(1)
+        self.register_buffer("taps", k, persistent=False)
+        # grid positions (x, y, z) of the output cells in input voxels, from the centre n // 2;
+        # output cell i of two stride-2 convs (kernel 3, padding 1) is centred on input 4 i
+        grids = [torch.arange(s // 4, dtype=torch.float32) * 4 - s // 2 for s in box]
+        z, y, x = torch.meshgrid(*grids, indexing="ij")
+        pos = torch.stack([x, y, z], dim=-1).reshape(-1, 3) / (min(box) / 2)
+        self.register_buffer("positions", pos, persistent=False)     # (G, 3), unit ~ box radius
+
+    def lowpass(self, x: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian blur of (N, 1, D, H, W), zero padding."""
+        k = self.taps
+        if k.numel() == 1:
+            return x
+        r = k.numel() // 2
+        for dim in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + dim] = k.numel()
+            pad = [0, 0, 0, 0, 0, 0]
+            pad[2 * (2 - dim)] = pad[2 * (2 - dim) + 1] = r
+            x = F.conv3d(F.pad(x, pad), k.view(shape))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lowpass(x) * self.mask
+        w = self.net(h).flatten(2)                        # (N, 3, G)
+        return (w @ self.positions).transpose(1, 2)       # (N, 3, 3): column k = v_k
+
+
+def rotation_consistency_loss(v1: torch.Tensor, v2: torch.Tensor, g: torch.Tensor,
+                              orthogonality: float = 0.1) -> torch.Tensor:
+    """Equivariance of the branch output under a known rotation.
+
+    v1, v2: (N, 3, 3) branch outputs of a box and of the same box rotated by g (N, 3, 3).
+    Loss = |v2 - g v1|^2 / mean(|v1|^2, |v2|^2) (scale-free) + ``orthogonality`` times the
+    deviation of each V from a scaled rotation (|V^T V / s - I|^2 with s = |V|^2 / 3).
+    """
+    scale = 0.5 * (v1.pow(2).sum((1, 2)) + v2.pow(2).sum((1, 2))).clamp_min(1e-8)
+    equi = ((v2 - g @ v1).pow(2).sum((1, 2)) / scale).mean()
+    eye = torch.eye(3, dtype=v1.dtype, device=v1.device)
+    orth = v1.new_zeros(())
+    for v in (v1, v2):
+        s = (v.pow(2).sum((1, 2)) / 3).clamp_min(1e-8).view(-1, 1, 1)
+        orth = orth + ((v.transpose(1, 2) @ v) / s - eye).pow(2).sum((1, 2)).mean()
+    return equi + orthogonality * orth / 2
