@@ -157,7 +157,7 @@ CATALOGUE: dict[str, Shape] = {
                     "lobes3 with a 4th small globule (r 1.7 nm) (twin of lobes3)", "C1"),
     "hook": Shape("hook", _hook, 110,
                   "L-shaped capsule (3.6 nm wide, 10 + 5 nm arms) with a 5.2 nm knob off its "
-                  "plane, ~19 nm", "C1"),
+                  "plane, ~18 nm", "C1"),
     "barrel": Shape("barrel", lambda: [_tube(70, 45, 200)], 110,
                     "hollow open cylinder, 14 nm wide, 20 nm tall, 2.5 nm wall", "Dinf"),
     "cage": Shape("shell", lambda: [_shell(60, 45)], 70, "hollow spherical shell, 12 nm", "K"),
