@@ -54,10 +54,19 @@ def rotated_wedge(wedge: np.ndarray, rotation: np.ndarray, order: int = 1) -> np
     Returns:
         (n, n, n) float32 fftn-layout weights in [0, 1] (trilinear, so edges are fractional).
     """
-    n = _check_cube(np.shape(wedge))
-    # zero frequency at voxel n // 2 (the rotation centre); one wrapped voxel on every side,
-    # because the DFT grid is periodic (for even n, +n/2 is the stored -n/2)
-    centred = np.pad(np.fft.fftshift(wedge), 1, mode="wrap")
+    return _rotate_centred(_centre_wedge(wedge), rotation, order)
+
+
+def _centre_wedge(wedge: np.ndarray) -> np.ndarray:
+    """(n, n, n) fftn layout -> (n + 2,) * 3: zero frequency at voxel n // 2 + 1 (the centre of
+    the padded box), one wrapped voxel on every side because the DFT grid is periodic (for even
+    n, frequency +n/2 is the stored -n/2)."""
+    _check_cube(np.shape(wedge))
+    return np.pad(np.fft.fftshift(np.asarray(wedge, np.float32)), 1, mode="wrap")
+
+
+def _rotate_centred(centred: np.ndarray, rotation: np.ndarray, order: int) -> np.ndarray:
+    n = centred.shape[0] - 2
     return np.fft.ifftshift(rotate_volume(centred, rotation, order=order, output_shape=(n,) * 3))
 
 
@@ -98,12 +107,13 @@ def average(boxes: np.ndarray, rotations: np.ndarray, wedge: np.ndarray | None,
                          f"{len(rotations)} rotations")
     if wedge is None:
         return unrotate(boxes, rotations, order).mean(0).astype(np.float32)
+    centred = _centre_wedge(wedge)
     num = np.zeros(boxes.shape[1:], np.complex128)
     den = np.zeros(boxes.shape[1:], np.float64)
     for b, r in zip(boxes, rotations):
         rt = np.asarray(r, float).T
         num += np.fft.fftn(rotate_volume(b, rt, order=order))
-        den += rotated_wedge(wedge, rt)
+        den += _rotate_centred(centred, rt, 1)
     return np.fft.ifftn(num / (den + eps * len(boxes))).real.astype(np.float32)
 
 
@@ -293,6 +303,6 @@ def averages_figure(result: Mapping, path: str | Path, dpi: int = 150) -> None:
         ax.set_ylim(-0.2, 1.05)
         ax.set_xlabel("spatial frequency (1/Å)", fontsize=8)
         ax.set_ylabel("FSC vs density", fontsize=8)
-        ax.legend(fontsize=7, title=f"n = {met['n']}, sign {met['sign']:+d}", title_fontsize=7)
+        ax.legend(fontsize=7, loc="upper right", title=f"n = {met['n']}, sign {met['sign']:+d}", title_fontsize=7)
     fig.tight_layout()
     save(fig, path, dpi=dpi)
