@@ -7,6 +7,7 @@ augmentation works on whole batches (no per-sample Python work in the training l
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ import torch.nn.functional as F
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.io.star import read_star
+from affinity_vae.model.gmd import quaternion_to_matrix
+from affinity_vae.wedge import wedge_mask
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test", "unseen")
 
@@ -155,74 +160,121 @@ def training_data(X: np.ndarray, table: pd.DataFrame, affinity_path: str | os.Pa
                         classes, aff)
 
 
-def _cube_rotations() -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
-    """The 24 proper rotations of a cube as (axis permutation, flipped axes) of (z, y, x)."""
+def _axis_rotations(ndim: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The proper rotations of a cube (ndim 3: 24) or square (ndim 2: 4) as (axis permutation,
+    reflected axes) of the array axes ((z, y, x) or (y, x)); reflections are about voxel n // 2
+    (:func:`reflect_about_centre`)."""
     out = []
-    for perm in itertools.permutations(range(3)):
-        sign = np.linalg.det(np.eye(3)[list(perm)])
-        for flips in itertools.product((False, True), repeat=3):
+    for perm in itertools.permutations(range(ndim)):
+        sign = np.linalg.det(np.eye(ndim)[list(perm)])
+        for flips in itertools.product((False, True), repeat=ndim):
             if sign * (-1) ** sum(flips) > 0:
-                out.append((perm, tuple(i for i in range(3) if flips[i])))
+                out.append((perm, tuple(i for i in range(ndim) if flips[i])))
     return out
 
 
-CUBE_ROTATIONS = _cube_rotations()
+CUBE_ROTATIONS = _axis_rotations(3)
+SQUARE_ROTATIONS = _axis_rotations(2)
 
 
-def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Randomly rotate every box of a batch x (N, 1, *box).
+def reflect_about_centre(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """Reflect x about voxel ``n // 2`` along each of ``dims``: index i -> n - i. For odd n that
+    is a plain flip (i -> n - 1 - i); for even n a flip shifted by one voxel, the slice that
+    leaves the box is dropped and the vacated slice 0 is zero. Returns a new tensor."""
+    out = x.flip(list(dims)) if len(dims) else x.clone()
+    for d in dims:
+        if x.shape[d] % 2 == 0:
+            out = out.roll(1, d)
+            out.select(d, 0).zero_()
+    return out
+
+
+def random_rotation_matrices(n: int, generator: torch.Generator) -> torch.Tensor:
+    """n rotations (n, 3, 3) acting on (x, y, z), uniform over SO(3) (normalised Gaussian
+    quaternions through affinity_vae.model.gmd.quaternion_to_matrix)."""
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    return quaternion_to_matrix(q / q.norm(dim=1, keepdim=True)).float()
+
+
+def training_wedge(box: Sequence[int], tilt_range: Sequence[float] | None,
+                   enabled: bool = True) -> torch.Tensor | None:
+    """The microscope-frame missing wedge (full ``fftn`` grid (D, H, W) float32 0/1 mask,
+    affinity_vae.wedge.wedge_mask) to re-impose on augmented 3D training boxes, or None (and
+    why, logged) when disabled (train.augment_wedge), for 2D data, or when the tilt range is
+    unknown (dataset.tilt_range null)."""
+    box = tuple(int(b) for b in box)
+    if not enabled or len(box) != 3:
+        return None
+    if tilt_range is None:
+        log.info("missing wedge not re-imposed after augmentation: the tilt range of the data is "
+                 "unknown (set dataset.tilt_range for real data)")
+        return None
+    log.info("re-imposing the microscope-frame missing wedge of tilts %s after augmentation",
+             list(tilt_range))
+    return torch.from_numpy(wedge_mask(box, tilt_range))
+
+
+def impose_wedge(x: torch.Tensor, wedge: torch.Tensor) -> torch.Tensor:
+    """Multiply volumes x (N, 1, D, H, W) by a full-grid Fourier mask wedge (D, H, W)
+    (training_wedge); real result of x's shape and dtype."""
+    spec = torch.fft.fftn(x, dim=(-3, -2, -1)) * wedge.to(x.device)
+    return torch.fft.ifftn(spec, dim=(-3, -2, -1)).real.to(x.dtype)
+
+
+def _permute_reflect(x: torch.Tensor, perm: tuple[int, ...], flips: tuple[int, ...]
+                     ) -> torch.Tensor:
+    """Apply one element (perm, flips) of CUBE_ROTATIONS / SQUARE_ROTATIONS to x (N, 1, *box)."""
+    y = x.permute(0, 1, *(2 + p for p in perm))
+    return reflect_about_centre(y, [2 + f for f in flips])
+
+
+def augment(x: torch.Tensor, mode: str, generator: torch.Generator,
+            wedge: torch.Tensor | None = None) -> torch.Tensor:
+    """Randomly rotate every box of a batch x (N, 1, *box) about its centre voxel n // 2.
 
     mode ``none``; ``wedge``: identity or a 180-degree turn about z, y or x (the rotations
-    that keep the tilt axis and beam direction, hence the missing wedge, where they are);
-    ``rot90``: a uniformly chosen element of the 90-degree rotation group
+    that keep the tilt axis and beam direction, hence a symmetric missing wedge, where they
+    are); ``rot90``: a uniformly chosen element of the 90-degree rotation group
     (24 in 3D, 4 in 2D; one op per group element present, not per sample; needs a cubic box);
-    ``any``: uniform random rotations by trilinear resampling (affine_grid/grid_sample).
+    ``any``: uniform random rotations by trilinear resampling (3D: rotate_volumes; 2D:
+    rotate_inplane, whose centre is the glyph generator's (n - 1) / 2).
+    ``wedge`` (a full-grid Fourier mask (D, H, W) from :func:`training_wedge`, or None): after
+    rotating (any mode but none), the boxes are multiplied by it in Fourier space, so they
+    carry the microscope-frame missing wedge where the test boxes carry it.
     """
     if mode == "none":
         return x
-    n, nd = x.shape[0], x.dim() - 2
-    if mode == "wedge":  # identity and 180-degree turns about z, y, x: axes stay axes
-        k = 4 if nd == 3 else 2
-        pick = torch.randint(k, (n,), generator=generator)
-        out = x.clone()
-        for g in range(1, k):
-            idx = (pick == g).nonzero().squeeze(1)
-            if len(idx):
-                dims = [d for d in range(2, 2 + nd) if nd == 2 or d != 1 + g]
-                out[idx] = x[idx].flip(dims[:2])
-        return out
-    if mode == "rot90":
-        if len(set(x.shape[2:])) != 1:
-            raise ValueError(f"rot90 augmentation needs a cubic/square box, got {x.shape[2:]}")
-        k = len(CUBE_ROTATIONS) if nd == 3 else 4
-        pick = torch.randint(k, (n,), generator=generator)
+    nd = x.dim() - 2
+    out = _rotate_batch(x, mode, generator, nd)
+    if wedge is not None and nd == 3:
+        out = impose_wedge(out, wedge)
+    return out
+
+
+def _rotate_batch(x: torch.Tensor, mode: str, generator: torch.Generator, nd: int
+                  ) -> torch.Tensor:
+    """The rotation part of :func:`augment` (mode wedge, rot90 or any)."""
+    n = x.shape[0]
+    if mode in ("wedge", "rot90"):
+        if mode == "wedge":   # identity and 180-degree turns about z, y, x: axes stay axes
+            group = [(tuple(range(nd)), ())] + (
+                [(tuple(range(nd)), tuple(a for a in range(3) if a != k)) for k in range(3)]
+                if nd == 3 else [(tuple(range(nd)), (0, 1))])
+        else:
+            if len(set(x.shape[2:])) != 1:
+                raise ValueError(f"rot90 augmentation needs a cubic/square box, got "
+                                 f"{tuple(x.shape[2:])}")
+            group = CUBE_ROTATIONS if nd == 3 else SQUARE_ROTATIONS
+        pick = torch.randint(len(group), (n,), generator=generator)
         out = torch.empty_like(x)
         for g in torch.unique(pick).tolist():
             idx = (pick == g).nonzero().squeeze(1)
-            sub = x[idx]
-            if nd == 3:
-                perm, flips = CUBE_ROTATIONS[g]
-                sub = sub.permute(0, 1, *(2 + p for p in perm))
-                if flips:
-                    sub = sub.flip([2 + f for f in flips])
-            else:
-                sub = torch.rot90(sub, g, dims=(2, 3))
-            out[idx] = sub
+            out[idx] = _permute_reflect(x[idx], *group[g])
         return out
     if mode == "any":
         if nd == 2:
             return rotate_inplane(x, torch.rand(n, generator=generator) * 2 * np.pi)
-        q = torch.randn(n, 4, generator=generator)
-        q = q / q.norm(dim=1, keepdim=True)
-        w, a, b, c = q.unbind(1)
-        rot = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-                           2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-                           2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
-                          1).view(n, 3, 3)
-        theta = torch.cat([rot, rot.new_zeros(n, nd, 1)], dim=2).to(x.dtype)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
-                             align_corners=False)
+        return rotate_volumes(x, random_rotation_matrices(n, generator).to(x.device))
     raise ValueError(f"augmentation mode must be none, wedge, rot90 or any, got {mode!r}")
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from affinity_vae.data import CUBE_ROTATIONS, augment
 from affinity_vae.errors import InputError
 from affinity_vae.model import AffinityVAE, gmd, load_trained, losses, save_trained, schedules
 
@@ -153,38 +152,7 @@ def test_save_and_load_trained_roundtrip(tmp_path):
         load_trained(tmp_path / "other.pt")
 
 
-def test_rot90_augmentation_is_the_rotation_group():
-    assert len(CUBE_ROTATIONS) == 24
-    x = torch.randn(1, 1, 6, 6, 6)
-    outs = {augment_one(x, g).numpy().tobytes() for g in range(24)}
-    assert len(outs) == 24  # all distinct on a generic volume
-    g = torch.Generator().manual_seed(0)
-    batch = x.repeat(64, 1, 1, 1, 1)
-    y = augment(batch, "rot90", g)
-    allowed = outs
-    assert all(y[i].numpy()[None].tobytes() in allowed for i in range(64))
-    # each element is a proper rotation: matches a scipy rotation of an index grid
-    dets = [np.linalg.det(np.eye(3)[list(p)] @ np.diag([-1 if i in f else 1 for i in range(3)]))
-            for p, f in CUBE_ROTATIONS]
-    assert np.allclose(dets, 1)
-    z = augment(torch.randn(5, 1, 8, 8, 8), "any", g)
-    assert z.shape == (5, 1, 8, 8, 8)
-
-
-def augment_one(x: torch.Tensor, g: int) -> torch.Tensor:
-    perm, flips = CUBE_ROTATIONS[g]
-    y = x.permute(0, 1, *(2 + p for p in perm))
-    return y.flip([2 + f for f in flips]) if flips else y
-
-
-def test_wedge_augmentation_keeps_axes():
-    """The 'wedge' mode only turns boxes by 180 degrees about z, y or x (or not at all)."""
-    x = torch.randn(1, 1, 4, 5, 6)
-    y = augment(x.repeat(32, 1, 1, 1, 1), "wedge", torch.Generator().manual_seed(1))
-    allowed = [x, x.flip([3, 4]), x.flip([2, 4]), x.flip([2, 3])]
-    assert y.shape == (32, 1, 4, 5, 6)
-    assert all(any(torch.equal(y[i:i + 1], a) for a in allowed) for i in range(32))
-    assert len({y[i].numpy().tobytes() for i in range(32)}) == 4
+# The augmentation's rotation group, centre and wedge re-imposition: tests/test_augment.py.
 
 
 @pytest.mark.parametrize("m", [64, 256, 1024])
