@@ -303,6 +303,7 @@ def averages_figure(result: Mapping, path: str | Path, dpi: int = 150) -> None:
         ax.set_ylim(-0.2, 1.05)
         ax.set_xlabel("spatial frequency (1/Å)", fontsize=8)
         ax.set_ylabel("FSC vs density", fontsize=8)
-        ax.legend(fontsize=7, loc="upper right", title=f"n = {met['n']}, sign {met['sign']:+d}", title_fontsize=7)
+        ax.legend(fontsize=7, loc="upper right", title_fontsize=7,
+                  title=f"n = {met['n']}, sign {met['sign']:+d}")
     fig.tight_layout()
     save(fig, path, dpi=dpi)
