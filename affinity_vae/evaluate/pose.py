@@ -71,7 +71,7 @@ def _fit_axis(pred: np.ndarray, true: np.ndarray, group: str, q0: np.ndarray) ->
     """Refine Q for an axial class: only Q e_z is defined (= pred_i^T true_i e_z)."""
     v = np.einsum("nji,nj->ni", pred, true @ E_Z)  # pred^T (true e_z), (N, 3)
     u = q0 @ E_Z
-    for _ in range(50):
+    for _ in range(30):
         if group == "Dinf":
             v = v * np.sign(v @ u + 1e-300)[:, None]
         err = np.degrees(np.arccos(np.clip(v @ u, -1, 1)))
@@ -106,22 +106,23 @@ def fit_frame(pred: np.ndarray, true: np.ndarray, group: str, n_candidates: int 
     if len(idx) > n_candidates:
         idx = np.sort(rng.choice(idx, n_candidates, replace=False))
     cands = np.swapaxes(pred[idx], -1, -2) @ true[idx]
-    med = [np.median(symmetric_error(pred @ q, true, g)) for q in cands]
+    med = [np.median(symmetric_error(pred @ q, true, g, precise=False)) for q in cands]
     q = cands[int(np.argmin(med))]
     if is_axial(g):
         return _fit_axis(pred, true, g, q)
     G = group_rotations(g)
     rel = np.swapaxes(pred, -1, -2) @ true  # (N, 3, 3)
-    loss = _robust_loss(symmetric_error(pred @ q, true, g))
-    for _ in range(50):
+    err = symmetric_error(pred @ q, true, g, precise=False)
+    loss = _robust_loss(err)
+    for _ in range(30):
         best = G[best_elements(pred @ q, true, g)]
-        err = symmetric_error(pred @ q, true, g)
         w = (err < ROBUST_CAP_DEG).astype(float)
         if w.sum() < 3:
             w[:] = 1.0
         new = chordal_mean(rel @ best, w)
-        new_loss = _robust_loss(symmetric_error(pred @ new, true, g))
-        if new_loss > loss + 1e-12:
+        err = symmetric_error(pred @ new, true, g, precise=False)
+        new_loss = _robust_loss(err)
+        if new_loss > loss + 1e-6:
             break
         done = np.allclose(new, q, atol=1e-13)
         q, loss = new, new_loss
