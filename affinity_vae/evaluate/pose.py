@@ -309,6 +309,7 @@ def pose_report_3d(rot: np.ndarray | None, pose_block: np.ndarray, mu: np.ndarra
         if rot is None:
             series[f"{name.replace('_', '-')} probe"] = e[np.isfinite(e)]
     sc["probe"] = probe
+    sc["frames"] = {c: q.tolist() for c, q in frames.items()}  # true ~ pred @ Q @ g
     sc["scored_on"] = scored_on
     sc["frame_fitted_on"] = probe["fit_on"]
     sc["rotation"] = rot is not None
