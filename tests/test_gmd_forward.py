@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from affinity_vae.ctf import ctf_radial
+from affinity_vae.imaging import FORWARD_MODELS, ctf_radial, forward_transfer
 from affinity_vae.errors import InputError
 from affinity_vae.model import gmd
 from affinity_vae.model.decoders import GMDDecoder
@@ -84,25 +84,25 @@ def test_forward_model_predicts_the_simulated_reconstruction():
     images = tilt.apply_ctf(tilt.project(vol, op), tilt.ctf_2d((n, n), PHYSICS["voxel_size"], mic))
     rec = tilt.weighted_backprojection(images, op, angles, vol.shape)
     scores = {}
-    for mode in gmd.FORWARD_MODELS:
-        transfer = gmd.forward_transfer((n, n, n), mode, PHYSICS)
+    for mode in FORWARD_MODELS:
+        transfer = forward_transfer((n, n, n), mode, PHYSICS)
         pred = vol if transfer is None else gmd.apply_transfer(
             torch.from_numpy(vol), torch.from_numpy(transfer)).numpy()
         scores[mode] = _corr(pred, rec)
     assert scores["ctf_wedge"] > 0.95, scores
     assert scores["none"] < 0 and scores["wedge"] < 0, scores   # the CTF inverts the contrast
-    inverted = gmd.forward_transfer((n, n, n), "ctf_wedge", {**PHYSICS, "invert": True})
-    assert np.array_equal(inverted, -gmd.forward_transfer((n, n, n), "ctf_wedge", PHYSICS))
+    inverted = forward_transfer((n, n, n), "ctf_wedge", {**PHYSICS, "invert": True})
+    assert np.array_equal(inverted, -forward_transfer((n, n, n), "ctf_wedge", PHYSICS))
 
 
 def test_forward_transfer_is_zero_outside_the_wedge():
     box = (16, 18, 20)
-    wedge = gmd.forward_transfer(box, "wedge", PHYSICS)
+    wedge = forward_transfer(box, "wedge", PHYSICS)
     np.testing.assert_array_equal(wedge, wedge_mask(box, PHYSICS["tilt_range"], rfft=True))
-    full = gmd.forward_transfer(box, "ctf_wedge", PHYSICS)
+    full = forward_transfer(box, "ctf_wedge", PHYSICS)
     assert full.shape == (16, 18, 11)
     assert not full[wedge == 0].any() and full[wedge == 1].std() > 0.1
-    assert gmd.forward_transfer(box, "none", None) is None
+    assert forward_transfer(box, "none", None) is None
 
 
 @pytest.mark.parametrize("mode,physics,box,match", [

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from affinity_vae.imaging import forward_transfer
 from affinity_vae.model import gmd
 from affinity_vae.model.encoder import conv_layers, filters
 
@@ -52,8 +53,8 @@ class GMDDecoder(nn.Module):
 
     Forward model (``forward``, config key model.gmd_forward): ``none``; ``wedge`` or
     ``ctf_wedge``: the render is multiplied in Fourier space by the data's missing wedge (and
-    CTF), gmd.forward_transfer with ``physics`` (model.gmd_physics), before the learnable
-    scale/offset and convs.
+    CTF) -- affinity_vae.imaging.forward_transfer with ``physics`` (model.gmd_physics) --
+    before the learnable scale/offset and convs.
     """
 
     def __init__(self, box: tuple[int, ...], latent_dims: int, pose_dims: int,
@@ -87,7 +88,7 @@ class GMDDecoder(nn.Module):
                                / spread)
         self.scale = nn.Parameter(torch.tensor(0.05 / render_std))
         self.offset = nn.Parameter(torch.tensor(0.0))
-        transfer = gmd.forward_transfer(self.box, forward, physics)
+        transfer = forward_transfer(self.box, forward, physics)
         self.forward_model = forward
         self.register_buffer("transfer", None if transfer is None else
                              torch.from_numpy(transfer), persistent=False)

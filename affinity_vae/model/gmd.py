@@ -15,21 +15,7 @@ are (x, y, z) triples in that frame; volumes come out in (z, y, x) order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
 import torch
-
-from affinity_vae.ctf import ctf_radial
-from affinity_vae.errors import InputError
-from affinity_vae.wedge import fourier_grid, wedge_mask
-
-#: model.gmd_forward values: the imaging steps applied to the rendered mixture.
-FORWARD_MODELS = ("none", "wedge", "ctf_wedge")
-#: keys of model.gmd_physics (filled by the workflow from the dataset, never by hand).
-PHYSICS_KEYS = ("tilt_range", "voxel_size", "defocus_um", "voltage_kv", "cs_mm",
-                "amplitude_contrast", "invert")
 
 
 def grid_unit(shape: tuple[int, ...]) -> float:
@@ -156,53 +142,7 @@ def rotate(centroids: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return centroids @ rot.transpose(1, 2)
 
 
-# --- physics forward model -------------------------------------------------------------------
-
-def forward_transfer(box: tuple[int, ...], mode: str, physics: Mapping[str, Any] | None
-                     ) -> np.ndarray | None:
-    """Fourier transfer function of the imaging forward model on the ``rfftn`` grid of a 3D box.
-
-    ``mode`` ``none``: None (no filter). ``wedge``: the microscope-frame missing wedge of
-    ``physics["tilt_range"]`` (affinity_vae.wedge). ``ctf_wedge``: the wedge times the CTF as a
-    function of |k| (affinity_vae.ctf.ctf_radial at ``physics["voxel_size"]`` A/voxel; an
-    approximation: it ignores the defocus gradient across tilted images), negated when the
-    boxes were inverted at extraction (``physics["invert"]``).
-
-    Args:
-        box: (Z, Y, X).
-        mode: one of FORWARD_MODELS.
-        physics: dict with the keys of PHYSICS_KEYS (the model config key ``gmd_physics``).
-    Returns:
-        float32 (Z, Y, X // 2 + 1) or None.
-    Raises:
-        InputError: unknown mode, 2D box, or a setting the mode needs is missing.
-    """
-    if mode not in FORWARD_MODELS:
-        raise InputError(f"config key 'model.gmd_forward': unknown value {mode!r} -- use "
-                         f"{' | '.join(FORWARD_MODELS)}")
-    if mode == "none":
-        return None
-    if len(box) != 3:
-        raise InputError(f"config key 'model.gmd_forward': {mode} models tomograms and needs 3D "
-                         f"boxes, got {tuple(box)} -- set it to none")
-    phys = dict(physics or {})
-    need = ["tilt_range"] + (["voxel_size", "defocus_um", "voltage_kv", "cs_mm",
-                              "amplitude_contrast"] if mode == "ctf_wedge" else [])
-    missing = [k for k in need if phys.get(k) is None]
-    if missing:
-        raise InputError(f"config key 'model.gmd_forward': {mode} needs the data's "
-                         f"{', '.join(missing)} (simulate section for simulated data, "
-                         f"dataset.tilt_range / dataset.defocus_um for real data) -- set them "
-                         f"or use gmd_forward: none")
-    transfer = wedge_mask(box, phys["tilt_range"], rfft=True)
-    if mode == "ctf_wedge":
-        kz, ky, kx = fourier_grid(box, rfft=True)
-        k = np.sqrt(kz ** 2 + ky ** 2 + kx ** 2) / float(phys["voxel_size"])   # 1/A
-        ctf = ctf_radial(k, float(phys["defocus_um"]), float(phys["voltage_kv"]),
-                         float(phys["cs_mm"]), float(phys["amplitude_contrast"]))
-        transfer = transfer * ctf * (-1.0 if phys.get("invert") else 1.0)
-    return transfer.astype(np.float32)
-
+# --- physics forward model (the transfer itself: affinity_vae.imaging.forward_transfer) ---------
 
 def apply_transfer(x: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
     """Multiply volumes x (..., Z, Y, X) by a transfer function (Z, Y, X // 2 + 1) in Fourier

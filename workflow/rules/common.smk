@@ -16,6 +16,7 @@ os.environ.update(
 sys.path.insert(0, str(REPO))
 
 from affinity_vae.config import check_config  # noqa: E402
+from affinity_vae.errors import InputError  # noqa: E402
 
 check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -106,6 +107,72 @@ def affinity_targets():
 def train_variants():
     """avae, plus the bvae baseline unless evaluate.baseline is false."""
     return ["avae", "bvae"] if config["evaluate"].get("baseline", True) else ["avae"]
+
+
+# --- the data's imaging settings (train: augmentation wedge and GMD forward model; evaluate) ---
+def data_tilt_range():
+    """[first, last] tilt angle in degrees of the tilt series behind the boxes (the missing
+    wedge, tilt axis y), or None: unknown (real data without dataset.tilt_range) or 2D data.
+    The one place: simulate.tilt_range for simulated data, dataset.tilt_range for real data.
+    """
+    ds = config["dataset"]
+    if ds["source"] == "alphanumeric":
+        return None
+    if ds["source"] == "simulate":
+        for key in ("tilt_range", "defocus_um"):
+            if ds[key] is not None:
+                raise InputError(
+                    f"config key 'dataset.{key}' is for real data; simulated data take "
+                    f"simulate.{key} -- remove dataset.{key}"
+                )
+        return [float(t) for t in config["simulate"]["tilt_range"]]
+    return None if ds["tilt_range"] is None else [float(t) for t in ds["tilt_range"]]
+
+
+def data_microscope():
+    """CTF settings {defocus_um, voltage_kv, cs_mm, amplitude_contrast} of the data (simulate
+    section, or the dataset keys for real data), or None when the defocus is unknown or the
+    data are 2D images."""
+    ds = config["dataset"]
+    if ds["source"] == "alphanumeric":
+        return None
+    src = config["simulate"] if ds["source"] == "simulate" else ds
+    if src["defocus_um"] is None:
+        return None
+    keys = ("defocus_um", "voltage_kv", "cs_mm", "amplitude_contrast")
+    return {k: float(src[k]) for k in keys}
+
+
+def box_voxel_size():
+    """Voxel size in A of the extracted boxes (extract.bin_to resamples them), or None when
+    only the particle files know it (subtomo_folder with bin_to)."""
+    ds, ex = config["dataset"], config["extract"]
+    if ex["bin_to"] is None:
+        return float(ds["voxel_size"])
+    if ds["source"] == "subtomo_folder":
+        return None
+    return float(ds["voxel_size"]) * ex["box_size"] / ex["bin_to"]
+
+
+def gmd_physics():
+    """Settings of the GMD decoder's forward model (model.gmd_forward), handed to train as
+    model.gmd_physics (saved with the model); None when the forward model is off. A missing
+    setting is a one-line error here, before any job."""
+    from affinity_vae.imaging import check_forward
+
+    m = config["model"]
+    if m["decoder"] != "gmd" or m["gmd_forward"] == "none":
+        return None
+    ctf_keys = ("defocus_um", "voltage_kv", "cs_mm", "amplitude_contrast")
+    physics = {
+        "tilt_range": data_tilt_range(),
+        "voxel_size": box_voxel_size(),
+        "invert": bool(config["extract"]["invert"]),
+        **(data_microscope() or dict.fromkeys(ctf_keys)),
+    }
+    ndim = 2 if config["dataset"]["source"] == "alphanumeric" else 3
+    check_forward(m["gmd_forward"], physics, ndim)
+    return physics
 
 
 # --- input functions of stage `denoise` ---

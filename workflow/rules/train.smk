@@ -29,8 +29,9 @@ rule train_model:
         # the particles are held in memory twice (stack + training tensor) plus torch
         mem_mb=lambda wc, input: int(2000 + 3 * input.size_mb),
     params:
-        model=config["model"],
+        model={**config["model"], "gmd_physics": gmd_physics()},
         train=config["train"],
+        tilt_range=data_tilt_range(),
         seed=config["seed"],
         device=config["device"],
     script:
