@@ -80,14 +80,14 @@ def check_config(config: dict[str, Any], schema_path: Path) -> None:
     _check_semantics(config)
 
 
-def _coerce(value: Any, schema: dict[str, Any], schema_dir: Path) -> Any:
-    if "$ref" in schema:
-        schema = {**_schema(schema_dir / schema["$ref"]), **schema}
+def _coerce(value: Any, schema: dict[str, Any], schema_dir: Path,
+            root: dict[str, Any] | None = None) -> Any:
+    schema, root = _resolve(schema, schema_dir, root if root is not None else schema)
     if isinstance(value, dict):
         props = schema.get("properties", {})
-        return {k: _coerce(v, props.get(k, {}), schema_dir) for k, v in value.items()}
+        return {k: _coerce(v, props.get(k, {}), schema_dir, root) for k, v in value.items()}
     if isinstance(value, list):
-        return [_coerce(v, schema.get("items", {}), schema_dir) for v in value]
+        return [_coerce(v, schema.get("items", {}), schema_dir, root) for v in value]
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
     if isinstance(value, str) and types and "string" not in types:
@@ -95,7 +95,7 @@ def _coerce(value: Any, schema: dict[str, Any], schema_dir: Path) -> Any:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        return _coerce(parsed, schema, schema_dir) if not isinstance(parsed, str) else value
+        return _coerce(parsed, schema, schema_dir, root) if not isinstance(parsed, str) else value
     return value
 
 

@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from affinity_vae.data import (TrainingData, augment, load_subtomos, rotate_inplane,
-                               rotate_volumes, training_data)
+from affinity_vae.data import (TrainingData, augment, impose_wedge, load_subtomos,
+                               rotate_inplane, rotate_volumes, training_data, training_wedge)
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_voxel_size
@@ -38,7 +38,6 @@ from affinity_vae.model.io import (load_checkpoint, load_state, rng_state, save_
                                    save_trained, set_rng_state)
 from affinity_vae.model.pose_head import rotation_consistency_loss
 from affinity_vae.model.vae import AffinityVAE, check_architecture
-from affinity_vae.wedge import wedge_mask
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 70, "batch_size": 32, "learning_rate": 3e-3, "optimizer": "adam",
     "weight_decay": 0.0, "device": "inherit", "validation_fraction": 0.1,
     "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
+    "augment_wedge": True,
     "beta": {"kind": "cosine", "min": 1e-4, "max": 1e-3, "cycles": 2, "ratio": 0.5},
     "gamma": {"kind": "flat", "min": 0.0, "max": 1.0, "cycles": 1, "ratio": 0.5},
     "pose_consistency": {"weight": 0.0, "max_angle": 30.0, "centre": 0.1,
@@ -186,12 +186,6 @@ def _losses(model, x, labels, affinity, cfg, beta, gamma, draws=None, wedge=None
     return rec, kl, aff, pose_term, total
 
 
-def impose_wedge(x: torch.Tensor, wedge: torch.Tensor) -> torch.Tensor:
-    """Multiply volumes x (N, 1, D, H, W) by a full-grid Fourier mask wedge (D, H, W)."""
-    return torch.fft.ifftn(torch.fft.fftn(x, dim=(-3, -2, -1)) * wedge,
-                           dim=(-3, -2, -1)).real
-
-
 def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: float,
               gen: torch.Generator, device: torch.device,
               wedge: torch.Tensor | None = None) -> dict[str, float]:
@@ -205,7 +199,7 @@ def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: flo
         idx = perm[start:start + bs]
         if len(idx) < 2 and seen:   # batch-norm and the affinity term need >= 2 samples
             break
-        xb = augment(data.x[idx], cfg["augment"], gen).to(device, non_blocking=True)
+        xb = augment(data.x[idx], cfg["augment"], gen, wedge).to(device, non_blocking=True)
         draws = _pose_draws(cfg, model, len(idx), gen)
         terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma,
                         draws, wedge)
@@ -243,9 +237,9 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
         ) -> tuple[AffinityVAE, pd.DataFrame]:
     """Train a model on ``data``; resume from ``checkpoint_dir`` when it holds a checkpoint of
     the same config hash. ``tilt_range`` (degrees, tilt axis y; None = unknown) gives the
-    microscope-frame missing wedge that the 3D pose-consistency term re-imposes on rotated
-    boxes. Returns the model (eval mode, on CPU) and the history (one row per epoch, columns
-    HISTORY_COLUMNS)."""
+    microscope-frame missing wedge that augmentation and the 3D pose-consistency term
+    re-impose on rotated boxes (train.augment_wedge). Returns the model (eval mode, on CPU)
+    and the history (one row per epoch, columns HISTORY_COLUMNS)."""
     cfg = train_config(train_cfg)
     model_cfg = check_architecture(model_cfg, data.box)
     if (cfg["pose_consistency"]["weight"] > 0 and len(data.box) == 3
@@ -254,9 +248,7 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
                          "pose-consistency term needs a rotation pose -- set model.pose_head: "
                          "rotation (or the weight to 0)")
     device = torch.device(device)
-    wedge_t = None
-    if tilt_range is not None and len(data.box) == 3:
-        wedge_t = torch.from_numpy(wedge_mask(data.box, tilt_range)).to(device)
+    wedge_t = training_wedge(data.box, tilt_range, cfg["augment_wedge"])
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -363,7 +355,9 @@ def main(smk: Any) -> None:
     model_cfg = check_architecture(model_cfg, data.box)
     del X
     out = Path(smk.output.model)
-    model, history = fit(data, model_cfg, cfg, seed, out.parent / "checkpoints", device)
+    tilt_range = getattr(smk.params, "tilt_range", None)
+    model, history = fit(data, model_cfg, cfg, seed, out.parent / "checkpoints", device,
+                         tilt_range=tuple(tilt_range) if tilt_range else None)
     meta = {"classes": data.classes, "variant": variant, "box": list(data.box),
             "ndim": len(data.box), "latent_dims": model_cfg["latent_dims"],
             "pose_dims": model_cfg["pose_dims"], "model": model_cfg, "train": cfg,

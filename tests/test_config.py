@@ -103,6 +103,15 @@ def test_nested_command_line_values_keep_their_types():
     assert cfg["dataset"]["splits"]["test"] == ["model_1"]  # strings stay strings
 
 
+def test_values_under_a_local_schema_ref_are_typed_and_checked_twice():
+    """train.beta is a local $ref (#/$defs/schedule): a command-line value under it is typed,
+    and a config that was already checked (defaults filled) checks again."""
+    cfg = {"train": {"beta": {"kind": "flat", "max": "0.5"}}}
+    check_config(cfg, SCHEMA)
+    assert cfg["train"]["beta"]["max"] == 0.5
+    check_config(cfg, SCHEMA)
+
+
 def test_split_naming_a_missing_tomogram_stops_before_any_job():
     cfg = {"simulate": {"n_tomograms": 2}, "dataset": {"splits": {"test": ["model_9"]}}}
     with pytest.raises(InputError, match=r"dataset.splits.test.*model_9.*model_0, model_1"):
