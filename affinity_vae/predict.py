@@ -11,8 +11,13 @@ Per new tomogram (``predict.tomograms``; by default the run's own test tomograms
    ``predict.unknown_quantile`` quantile of the same distance over class c's own training
    particles, the call is ``unknown, nearest <c>`` instead of the classifier's class;
 5. ``predict/<name>.star``: coordinates, the call, the classifier's class, nearest class,
-   distance and threshold, the pose vector, and for a 3D Gaussian-mixture model the predicted
-   angles (RELION rot/tilt/psi in the model's frame, a pose prior for subtomogram averaging).
+   distance and threshold, the pose vector, and for a 3D model whose pose is a rotation
+   (``model.pose_rotation``) the predicted angles as RELION rot/tilt/psi and the same angles as
+   the prior columns rlnAngleRotPrior/TiltPrior/PsiPrior -- a pose prior for subtomogram
+   averaging. When the training run's ``eval/<variant>/metrics.json`` holds ``pose.frames``
+   (each class's fitted frame Q, true ~ R_pred @ Q), a particle's rotation is R_pred @ Q of its
+   predicted class, i.e. in that class structure's frame (``avaeInStructureFrame`` 1), else in
+   the model's own frame (0).
 """
 
 from __future__ import annotations
@@ -62,10 +67,50 @@ def call_particles(mu: np.ndarray, predicted: Sequence[str], means: np.ndarray,
                          "avaeUnknownThreshold": thresholds[k]})
 
 
+def read_frames(metrics_path: str | Path | None) -> dict[str, np.ndarray]:
+    """{class: Q (3, 3)} from a training run's metrics.json (``pose.frames``); empty when the
+    file or the key is absent."""
+    import json
+
+    if not metrics_path or not Path(metrics_path).is_file():
+        return {}
+    try:
+        frames = json.loads(Path(metrics_path).read_text()).get("pose", {}).get("frames") or {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{metrics_path}: not valid JSON ({exc}) -- re-run `snakemake "
+                         f"evaluate`") from None
+    return {str(c): np.asarray(q, float).reshape(3, 3) for c, q in frames.items()}
+
+
+def angle_columns(rot: np.ndarray, predicted: Sequence[str],
+                  frames: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """RELION angle and prior columns of predicted rotations rot (N, 3, 3) (x, y, z), each put
+    into its predicted class's structure frame (rot @ Q) where ``frames`` has that class.
+
+    Columns: rlnAngleRot/Tilt/Psi, rlnAngleRotPrior/TiltPrior/PsiPrior (the same angles),
+    avaeInStructureFrame (1 where a frame was applied)."""
+    from affinity_vae.evaluate.pose import relion_angles
+
+    rot = np.array(rot, float)
+    predicted = np.asarray(predicted, dtype=object)
+    in_frame = np.zeros(len(rot), bool)
+    for c, q in frames.items():
+        m = predicted == c
+        rot[m] = rot[m] @ np.asarray(q, float)
+        in_frame |= m
+    ang = relion_angles(rot).reshape(-1, 3)
+    cols = {"rlnAngleRot": ang[:, 0], "rlnAngleTilt": ang[:, 1], "rlnAnglePsi": ang[:, 2]}
+    cols |= {f"{k}Prior": v for k, v in cols.items()}
+    return pd.DataFrame(cols | {"avaeInStructureFrame": in_frame.astype(int)})
+
+
 def predict_particles(model_path: str, stack: str, star: str, train_latents: str,
                       eval_cfg: Mapping[str, Any], quantile: float, seed: int, out_star: str,
-                      out_latents: str, device: str = "auto", threads: int = 1) -> pd.DataFrame:
-    """Encode, classify and call one tomogram's particles; writes out_star and out_latents."""
+                      out_latents: str, device: str = "auto", threads: int = 1,
+                      train_metrics: str | None = None) -> pd.DataFrame:
+    """Encode, classify and call one tomogram's particles; writes out_star and out_latents.
+    ``train_metrics``: the run's eval/<variant>/metrics.json (its pose.frames put predicted
+    angles into each class's structure frame)."""
     import starfile
     import torch
 
@@ -73,8 +118,7 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
     from affinity_vae.evaluate.classify import fit_classifier
     from affinity_vae.evaluate.encode import encode
     from affinity_vae.evaluate.latents import latents_frame
-    from affinity_vae.evaluate.model_eval import is_gmd, pick_device
-    from affinity_vae.evaluate.pose import relion_angles
+    from affinity_vae.evaluate.model_eval import model_rotations, pick_device
     from affinity_vae.io.atomic import atomic_path
     from affinity_vae.model import load_trained
 
@@ -103,11 +147,13 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
     calls = call_particles(mu.astype(float), est.predict(mu.astype(float)), means, thr, present)
     out = pd.DataFrame({"rlnTomoName": lat["tomogram"], "rlnCoordinateX": lat["x"],
                         "rlnCoordinateY": lat["y"], "rlnCoordinateZ": lat["z"]})
-    if P.shape[1] and is_gmd(model) and len(model.box) == 3:
-        with torch.no_grad():
-            rot = model.decoder.rotation(torch.as_tensor(P, device=device)).cpu().numpy()
-        ang = relion_angles(rot)
-        out["rlnAngleRot"], out["rlnAngleTilt"], out["rlnAnglePsi"] = ang.T
+    rot = model_rotations(model, P, device) if len(model.box) == 3 else None
+    if rot is not None:
+        frames = read_frames(train_metrics)
+        out = pd.concat([out, angle_columns(rot, calls["avaePredictedClass"], frames)], axis=1)
+        log.info("angles of %d particles, %s", len(out),
+                 "in their predicted class's structure frame" if frames else
+                 "in the model's own frame (no pose.frames in the run's metrics.json)")
     out = pd.concat([out, calls], axis=1)
     out["avaeGivenClass"] = lat["class"]
     for i in range(P.shape[1]):
@@ -163,4 +209,5 @@ def main(smk: Any) -> None:
     predict_particles(smk.input.model, smk.input.stack, smk.input.star, smk.input.latents,
                       smk.params.evaluate, float(smk.params.predict["unknown_quantile"]),
                       int(smk.params.seed), smk.output.star, smk.output.latents,
-                      smk.params.device, int(smk.threads))
+                      smk.params.device, int(smk.threads),
+                      train_metrics=smk.input.get("metrics"))

@@ -1,5 +1,6 @@
 """Evaluation facts on synthetic latents (no trained model needed): classification metrics,
-group F1, prior-vs-learned Pearson r, unseen-class placement, pose error, Table 1, predict calls."""
+group F1, prior-vs-learned Pearson r, unseen-class placement, pose scores with a stub model whose
+rotations are the true ones (frame fit, subtomogram averages), Table 1, predict calls and angles."""
 
 from __future__ import annotations
 
@@ -177,22 +178,6 @@ def test_no_test_particles_is_a_clear_error():
         analyse_latents(lat, CLASSES, affinity_matrix(), CFG, 0, {})
 
 
-def test_gmd_pose_error_is_zero_up_to_a_class_frame_and_large_for_random():
-    rng = np.random.default_rng(1)
-    n = 60
-    euler = Rotation.random(n, random_state=rng).as_euler("zxz", degrees=True)
-    true = pose.true_rotations(euler)
-    labels = np.array(["a"] * 30 + ["b"] * 30)
-    splits = np.array((["train"] * 20 + ["test"] * 10) * 2)
-    q = {"a": Rotation.random(random_state=2), "b": Rotation.random(random_state=3)}
-    pred = np.stack([(true[i] * q[labels[i]].inv()).as_matrix() for i in range(n)])
-    res, err = pose.gmd_pose_metrics(pred, euler, labels, splits)
-    assert res["median_angular_error_deg"] < 1e-3 and np.nanmax(err) < 1e-3
-    rand = Rotation.random(n, random_state=4).as_matrix()
-    res_r, _ = pose.gmd_pose_metrics(rand, euler, labels, splits)
-    assert res_r["median_angular_error_deg"] > 60
-
-
 def test_relion_angles_match_the_pipeline_convention():
     from affinity_vae.rotation import zxz_to_matrix, zxz_to_relion
 
@@ -232,6 +217,161 @@ def test_predict_calls_poor_fits_unknown_with_nearest_class():
     far = means[1] + 3.0 * np.eye(8)[7]  # ring6 direction plus a large orthogonal component
     odd = call_particles(far[None], ["ring6"], means, thr, CLASSES)
     assert odd["avaeCall"][0] == "unknown, nearest ring6"
+
+
+def blob(n: int, seed: int) -> np.ndarray:
+    """An asymmetric density (n, n, n): four Gaussian blobs of different sizes about n // 2."""
+    rng = np.random.default_rng(seed)
+    idx = np.indices((n,) * 3, dtype=float) - n // 2
+    vol = np.zeros((n,) * 3)
+    for _ in range(4):
+        c, s = rng.uniform(-n / 6, n / 6, 3), rng.uniform(1.0, 2.0)
+        vol += rng.uniform(0.5, 1) * np.exp(-((idx - c[:, None, None, None]) ** 2).sum(0)
+                                            / (2 * s * s))
+    return vol.astype(np.float32)
+
+
+class TruePoseModel:
+    """Stands in for a trained 3D model: its pose vector (N, 9) is a flattened rotation, which
+    ``pose_rotation`` returns -- the test puts R_true @ Q_c^T there (the model's own frame)."""
+
+    box = (16, 16, 16)
+
+    def pose_rotation(self, pose):
+        return pose.reshape(-1, 3, 3)
+
+
+def synthetic_3d(tmp_path: Path, tilt_range=(-60.0, 60.0)):
+    """Boxes of two C1 classes at random true poses with a missing wedge, their latents table
+    (pose = the true rotation in a per-class model frame), and their densities on disk.
+    Class b has only 6 test particles: its average needs the validation ones too."""
+    from affinity_vae.io.mrc import write_volume
+    from affinity_vae.rotation import rotate_volume, zxz_to_matrix
+    from affinity_vae.wedge import apply_wedge, wedge_mask
+
+    n, rng = 16, np.random.default_rng(5)
+    structures = tmp_path / "structures"
+    structures.mkdir()
+    counts = {"a": {"train": 8, "validation": 4, "test": 12},
+              "b": {"train": 8, "validation": 6, "test": 6}}
+    q = {"a": Rotation.random(random_state=7).as_matrix(),
+         "b": Rotation.random(random_state=8).as_matrix()}
+    rows, boxes, pose_vec = [], [], []
+    wedge = wedge_mask((n,) * 3, tilt_range)
+    for k, (c, splits) in enumerate(counts.items()):
+        tpl = blob(n, seed=k)
+        write_volume(structures / f"{c}.mrc", np.pad(tpl, 3), 10.0)  # 22^3, centre 11 -> 8
+        for split, m in splits.items():
+            euler = Rotation.random(m, random_state=rng).as_euler("zxz", degrees=True)
+            for e in euler:
+                R = zxz_to_matrix(e)
+                boxes.append(rotate_volume(tpl, R, order=3))
+                pose_vec.append((R @ q[c].T).ravel())
+                rows.append((c, split, *e))
+    lat = pd.DataFrame(rows, columns=["class", "split", "euler_z1", "euler_x", "euler_z2"])
+    lat["tomogram"] = np.where(lat["split"] == "test", "model_2", "model_0")
+    lat["stack_index"] = np.arange(len(lat))
+    for k in ("x", "y", "z"):
+        lat[k] = 0.0
+    mu = np.random.default_rng(0).normal(size=(len(lat), 4))
+    for k in range(4):
+        lat[f"mu_{k}"] = mu[:, k]
+    for k in range(9):
+        lat[f"pose_{k}"] = np.asarray(pose_vec)[:, k]
+    X = apply_wedge(np.stack(boxes), wedge)
+    return X, lat, structures, q
+
+
+def test_true_rotations_score_zero_and_average_like_the_true_poses(tmp_path):
+    """A model whose rotations are the true ones in its own per-class frame: after the fitted
+    frames the symmetry-aware median error is 0 (random baseline ~132 deg for C1), poses.star
+    carries the structure-frame angles, and the averages from the predicted rotations reach the
+    true-pose resolution, far better than random poses."""
+    import starfile
+    from affinity_vae.evaluate.model_eval import pose_averages, pose_metrics
+    from affinity_vae.rotation import zxz_to_relion
+
+    X, lat, structures, q = synthetic_3d(tmp_path)
+    out = {"poses": str(tmp_path / "poses.star")}
+    res, rot, frames = pose_metrics(TruePoseModel(), lat, ["a", "b"], out, 50, "cpu", None, 0)
+    assert res["scored_on"] == "test" and res["rotation"]
+    assert res["median_error_deg"] < 1e-3 and res["true_median_error_deg"] < 1e-3
+    assert 110 < res["random_median_error_deg"] < 150
+    for c in ("a", "b"):
+        np.testing.assert_allclose(frames[c], q[c], atol=1e-6)
+    star = starfile.read(out["poses"])
+    relion = star[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()
+    expect = zxz_to_relion(lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy())
+    d = np.abs((relion - expect + 180) % 360 - 180)
+    assert (star["avaeInStructureFrame"] == 1).all() and d.max() < 1e-2
+
+    cfg = {"min_particles": 10, "wiener": 0.02}
+    avg = pose_averages(X, lat, rot, frames, ["a", "b"], {"a": "C1", "b": "C1"}, structures,
+                        10.0, (-60.0, 60.0), cfg, 0, str(tmp_path / "averages.png"), 40)
+    assert avg["averages_on"] == {"a": "test",
+                                  "b": "validation + test (frame refitted on train)"}
+    for c, n in (("a", 12), ("b", 12)):
+        m = avg["averages"][c]
+        assert m["n"] == n and m["sign"] == 1
+        assert m["resolution_A_predicted"] == pytest.approx(m["resolution_A_true"], abs=0.05)
+        assert m["resolution_A_true"] < 40  # 10 A voxels: Nyquist is 20 A
+        assert not m["resolution_A_random"] < 1.5 * m["resolution_A_true"]
+
+
+def test_averages_skip_classes_without_density_or_particles(tmp_path):
+    from affinity_vae.evaluate.model_eval import pose_averages
+
+    X, lat, structures, q = synthetic_3d(tmp_path)
+    (structures / "b.mrc").unlink()
+    rot = lat.filter(like="pose_").to_numpy().reshape(-1, 3, 3)
+    avg = pose_averages(X, lat, rot, q, ["a", "b"], {}, structures, 10.0, None,
+                        {"min_particles": 17}, 0)
+    assert avg["averages"] == {}
+    assert "min_particles" in avg["averages_skipped"]["a"]
+    assert "b.mrc" in avg["averages_skipped"]["b"]
+
+
+def test_table1_pose_rows_3d():
+    from affinity_vae.figures import table1
+
+    pose3d = {"median_error_deg": 12.0, "random_median_error_deg": 131.0,
+              "asymmetric": {"median_error_deg": 15.0, "random_median_error_deg": 132.0},
+              "probe": {"pose_channel_median_error_deg": 20.0, "latent_median_error_deg": 90.0},
+              "averages": {"a": {"resolution_A_predicted": 30.0, "resolution_A_true": 24.0,
+                                 "resolution_A_random": None},
+                           "b": {"resolution_A_predicted": 40.0, "resolution_A_true": 26.0,
+                                 "resolution_A_random": 80.0}}}
+    base = {"median_error_deg": None, "random_median_error_deg": 130.0,
+            "asymmetric": {"median_error_deg": None, "random_median_error_deg": 131.0},
+            "probe": {"pose_channel_median_error_deg": None, "latent_median_error_deg": 95.0}}
+    t = table1({"pose": pose3d, "baseline": {"pose": base}})
+    sc = "pose median error, deg (symmetry-aware, test)"
+    assert t.loc[sc, "aVAE"] == 12.0 and pd.isna(t.loc[sc, "beta-VAE"])
+    assert t.loc[f"{sc}: random baseline", "beta-VAE"] == 130.0
+    assert t.loc["pose median error, deg, C1 classes", "aVAE"] == 15.0
+    assert t.loc["probe median error, deg: shape latent", "beta-VAE"] == 95.0
+    assert t.loc["average resolution, A (FSC 0.5): predicted poses", "aVAE"] == 35.0
+    assert t.loc["average resolution, A (FSC 0.5): true poses", "aVAE"] == 25.0
+    assert t.loc["average resolution, A (FSC 0.5): random poses", "aVAE"] == \
+        "80.0 (1 of 2 classes)"
+    assert pd.isna(t.loc["average resolution, A (FSC 0.5): predicted poses", "beta-VAE"])
+    assert "pose spearman_rho" not in t.index
+
+
+def test_predict_angles_are_in_the_predicted_class_frame():
+    from affinity_vae.predict import angle_columns
+    from affinity_vae.rotation import zxz_to_matrix, zxz_to_relion
+
+    euler = Rotation.random(6, random_state=1).as_euler("zxz", degrees=True)
+    q = Rotation.random(random_state=2).as_matrix()
+    rot = zxz_to_matrix(euler) @ q.T  # the model's frame
+    cols = angle_columns(rot, ["a"] * 4 + ["b"] * 2, {"a": q})
+    assert list(cols["avaeInStructureFrame"]) == [1, 1, 1, 1, 0, 0]
+    got = cols[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy()
+    d = np.abs((got[:4] - zxz_to_relion(euler[:4]) + 180) % 360 - 180)
+    assert d.max() < 1e-6
+    assert np.allclose(got, cols[["rlnAngleRotPrior", "rlnAngleTiltPrior",
+                                  "rlnAnglePsiPrior"]].to_numpy())
 
 
 def test_table1_lists_both_models(tmp_path):

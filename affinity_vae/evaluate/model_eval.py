@@ -32,12 +32,29 @@ def is_gmd(model: torch.nn.Module) -> bool:
     return getattr(model, "config", {}).get("decoder") == "gmd"
 
 
+def model_rotations(model: torch.nn.Module, P: np.ndarray, device: str) -> np.ndarray | None:
+    """The rotations (N, 3, 3) (x, y, z) that a 3D model's pose vectors P (N, K) stand for, or
+    None when its pose is not a rotation (``model.pose_rotation``) or it has none."""
+    if not P.shape[1]:
+        return None
+    with torch.no_grad():
+        t = torch.tensor(P, dtype=torch.float32, device=device)
+        r = (model.pose_rotation(t) if hasattr(model, "pose_rotation") else
+             model.decoder.rotation(t) if is_gmd(model) else None)
+    return None if r is None else r.detach().cpu().double().numpy()
+
+
 def pose_metrics(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
                  out: Mapping[str, str], dpi: int, device: str,
-                 manifest: pd.DataFrame | None = None, seed: int = 0) -> dict[str, Any]:
+                 manifest: pd.DataFrame | None = None, seed: int = 0
+                 ) -> tuple[dict[str, Any], np.ndarray | None, dict[str, np.ndarray]]:
     """Score the pose channel (see affinity_vae.evaluate.pose); writes pose_png and poses when
     ``out`` names them. 3D: symmetry-aware errors of the model's rotations (when it has them),
-    the random and true baselines, and kNN probes of the pose channel and the shape latent."""
+    the random and true baselines, and kNN probes of the pose channel and the shape latent.
+
+    Returns:
+        (metrics, the model's rotations (N, 3, 3) or None, {class: fitted frame Q (3, 3)}
+        with true ~ rot @ Q @ g; empty for 2D data or without rotations)."""
     P = block(lat, "pose")
     labels = lat["class"].to_numpy(object)
     split = lat["split"].to_numpy(object)
@@ -54,12 +71,7 @@ def pose_metrics(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[st
                                     "labels": labels[scored], "classes": list(classes),
                                     "rho": res["spearman_rho"]}, out["pose_png"], dpi)
     else:
-        if P.shape[1]:
-            with torch.no_grad():
-                t = torch.tensor(P, dtype=torch.float32, device=device)
-                r = (model.pose_rotation(t) if hasattr(model, "pose_rotation") else
-                     model.decoder.rotation(t) if is_gmd(model) else None)
-            rot = None if r is None else r.detach().cpu().double().numpy()
+        rot = model_rotations(model, P, device)
         groups = pose.class_point_groups(manifest, classes)
         euler = lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy(float)
         res, series, errors, frames = pose.pose_report_3d(rot, P, block(lat, "mu"), euler,
@@ -70,8 +82,9 @@ def pose_metrics(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[st
         if "pose_png" in out:
             figs.pose_figure("3d", {"series": series, "scored_on": res["scored_on"]},
                              out["pose_png"], dpi)
+    frames = frames or {}
     if "poses" not in out:
-        return res
+        return res, rot, frames
     table = (pose.pose_star_table(lat, rot, errors, frames) if rot is not None else
              lat[["tomogram", "x", "y", "z", "class", "split"]].rename(columns={
                  "tomogram": "rlnTomoName", "x": "rlnCoordinateX", "y": "rlnCoordinateY",
@@ -80,7 +93,101 @@ def pose_metrics(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[st
         table[f"avaePose{i}"] = P[:, i]
     with atomic_path(out["poses"]) as tmp:
         starfile.write({"particles": table}, tmp, float_format="%.6f")
-    return res
+    return res, rot, frames
+
+
+def class_densities(structures: str | Path | None, classes: Sequence[str], n: int,
+                    voxel: float) -> dict[str, np.ndarray]:
+    """Each class's density ``<structures>/<class>.mrc`` (stem matched case-insensitively)
+    resampled into the (n, n, n) particle box at ``voxel`` Angstrom; classes without a file are
+    left out."""
+    from affinity_vae.evaluate.averages import density_in_box
+    from affinity_vae.io.mrc import read_volume
+
+    if not structures or not Path(structures).is_dir():
+        return {}
+    files = {f.stem.lower(): f for f in sorted(Path(structures).glob("*.mrc"))}
+    return {c: density_in_box(*read_volume(files[c.lower()]), n, voxel)
+            for c in classes if c.lower() in files}
+
+
+def averaging_sets(lat: pd.DataFrame, rot: np.ndarray, frames: Mapping[str, np.ndarray],
+                   classes: Sequence[str], groups: Mapping[str, str], min_particles: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Which particles each class is averaged over, and their rotations in the structure's
+    frame. Never a particle the class's frame was fitted on: the scored particles of
+    :func:`pose.split_masks` (the test tomogram), and -- for a class with fewer than
+    ``min_particles`` of those while validation particles exist -- validation + test, with the
+    frame refitted on the training particles alone.
+
+    Args:
+        lat: latents table (N rows); rot: (N, 3, 3) the model's rotations; frames: {class: Q}
+            from the pose metric (true ~ rot @ Q @ g); groups: {class: point group}.
+    Returns:
+        (mask (N,) bool, pred (N, 3, 3) = rot @ Q where masked (identity elsewhere),
+        {class: which particles})."""
+    labels = lat["class"].to_numpy(object)
+    split = lat["split"].to_numpy(object)
+    true = pose.true_matrices(lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy(float))
+    _, score, scored_on = pose.split_masks(split, np.isin(labels, list(classes)))
+    mask = np.zeros(len(lat), bool)
+    pred = np.broadcast_to(np.eye(3), (len(lat), 3, 3)).copy()
+    on: dict[str, str] = {}
+    for c, q in frames.items():
+        m = score & (labels == c)
+        q, where = np.asarray(q, float), scored_on
+        val, tr = (labels == c) & (split == "validation"), (labels == c) & (split == "train")
+        if m.sum() < min_particles and scored_on == "test" and val.any() and tr.any():
+            q = pose.fit_frame(rot[tr], true[tr], groups.get(c, "C1"), rng=rng)
+            m, where = m | val, "validation + test (frame refitted on train)"
+        mask |= m
+        pred[m] = rot[m] @ q
+        on[c] = where
+    return mask, pred, on
+
+
+def pose_averages(boxes: np.ndarray, lat: pd.DataFrame, rot: np.ndarray,
+                  frames: Mapping[str, np.ndarray], classes: Sequence[str],
+                  groups: Mapping[str, str], structures: str | Path | None, voxel: float,
+                  tilt_range: Sequence[float] | None, cfg: Mapping[str, Any], seed: int,
+                  figure: str | None = None, dpi: int = 150) -> dict[str, Any]:
+    """Subtomogram averages of every class from the predicted, true and random rotations
+    (affinity_vae.evaluate.averages), scored by FSC against the class density.
+
+    Args:
+        boxes: (N, n, n, n) particle boxes (rows of ``lat``) at ``voxel`` Angstrom;
+        rot: (N, 3, 3) the model's rotations; frames: {class: Q} of the pose metric;
+        structures: folder of ``<class>.mrc`` densities; tilt_range: the data's tilt range
+            (the boxes' missing wedge, compensated) or None (no wedge);
+        cfg: ``evaluate.averages`` ({min_particles, wiener}); figure: PNG path or None.
+    Returns:
+        {"averages": {class: {resolution_A_predicted, resolution_A_true, resolution_A_random,
+        n, sign}}, "averages_on": {class: which particles}, "averages_skipped": {class: why}}.
+    """
+    from affinity_vae.evaluate import averages
+    from affinity_vae.wedge import wedge_mask
+
+    rng = np.random.default_rng([seed, 0xA7])
+    n = int(boxes.shape[-1])
+    min_n = int(cfg.get("min_particles", 10))
+    mask, pred, on = averaging_sets(lat, rot, frames, classes, groups, min_n, rng)
+    labels = lat["class"].to_numpy(object)
+    true = pose.true_matrices(lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy(float))
+    dens = class_densities(structures, sorted(on), n, voxel)
+    wedge = wedge_mask((n,) * 3, tilt_range) if tilt_range is not None else None
+    res = averages.class_averages(boxes[mask], labels[mask], pred[mask], true[mask], dens,
+                                  voxel, wedge, rng, min_n, float(cfg.get("wiener", 0.02)))
+    skipped = {c: (f"no density {c}.mrc in {structures}" if c not in dens else
+                   f"{int((mask & (labels == c)).sum())} particles < min_particles {min_n}")
+               for c in on if c not in res["metrics"]}
+    for c, m in res["metrics"].items():
+        log.info("average %s (%d particles, %s): FSC 0.5 at %.1f A predicted, %.1f A true, "
+                 "%.1f A random", c, m["n"], on[c], m["resolution_A_predicted"],
+                 m["resolution_A_true"], m["resolution_A_random"])
+    if figure:
+        averages.averages_figure(res, figure, dpi)
+    return {"averages": res["metrics"], "averages_on": {c: on[c] for c in res["metrics"]},
+            "averages_skipped": skipped}
 
 
 def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
@@ -152,8 +259,11 @@ def _montage_modes(grid: np.ndarray, modes: Sequence[str], names: Sequence[str],
 def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str],
                      affinity_path: str, manifest_path: str | None, out: Mapping[str, str],
                      cfg: Mapping[str, Any], seed: int, device: str = "auto", dpi: int = 150,
-                     threads: int = 1) -> dict[str, Any]:
-    """Evaluate one trained model; writes every output in ``out`` and returns its metrics."""
+                     threads: int = 1, tilt_range: Sequence[float] | None = None
+                     ) -> dict[str, Any]:
+    """Evaluate one trained model; writes every output in ``out`` and returns its metrics.
+    ``manifest_path`` is the structures folder (3D; densities for the averages),
+    ``tilt_range`` the data's tilt range (the boxes' missing wedge) or None."""
     from affinity_vae.data import load_subtomos
     from affinity_vae.io.mrc import read_voxel_size
     from affinity_vae.model import load_trained
@@ -177,10 +287,19 @@ def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str
     label = "aVAE" if meta.get("variant", "avae") == "avae" else "beta-VAE"
     res = analyse_latents(lat, classes, affinity, cfg, seed, out,
                           read_manifest(manifest_path), dpi, label)
-    res["pose"] = (pose_metrics(model, lat, classes, out, dpi, device,
-                                read_manifest(manifest_path), seed)
-                   if P.shape[1] or len(model.box) == 3 else {})
+    manifest = read_manifest(manifest_path)
+    res["pose"], rot, frames = (pose_metrics(model, lat, classes, out, dpi, device, manifest,
+                                             seed)
+                                if P.shape[1] or len(model.box) == 3 else ({}, None, {}))
     voxel = read_voxel_size(stacks[0])
+    acfg = dict(cfg.get("averages") or {})
+    if rot is not None and acfg.get("enabled", True):
+        res["pose"] |= pose_averages(X, lat, rot, frames, classes,
+                                     pose.class_point_groups(manifest, classes), manifest_path,
+                                     voxel, tilt_range, acfg, seed, out.get("averages_png"), dpi)
+    elif "averages_png" in out:  # declared, but the model's pose is not a rotation
+        from affinity_vae.evaluate.averages import averages_figure
+        averages_figure({"metrics": {}, "voxel_size": voxel}, out["averages_png"], dpi)
     res["interpolations"] = sweeps(model, lat, classes, affinity, cfg, out, dpi, device, voxel)
     res["variant"] = meta.get("variant")
     res["n_particles"] = {s: int(n) for s, n in lat["split"].value_counts().items()}

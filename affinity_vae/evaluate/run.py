@@ -2,7 +2,8 @@
 
 :func:`analyse_latents` is torch-free (classification, groups, confusion, prior vs learned,
 unseen placement, embeddings) and is what the tests drive with synthetic latents;
-:func:`evaluate_variant` adds encoding, pose metrics and decoded interpolations.
+:func:`evaluate_variant` adds encoding, pose metrics, subtomogram averages from the predicted
+poses (3D, when the pose is a rotation) and decoded interpolations.
 """
 
 from __future__ import annotations
@@ -221,4 +222,5 @@ def variant_main(smk: Any) -> None:
                      manifest_path=_one(smk.input.get("manifest")), out=out,
                      cfg=dict(smk.params.evaluate), seed=int(smk.params.seed),
                      device=smk.params.device, dpi=int(smk.params.report.get("dpi", 150)),
-                     threads=int(smk.threads))
+                     threads=int(smk.threads),
+                     tilt_range=getattr(smk.params, "tilt_range", None))

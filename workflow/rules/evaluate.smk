@@ -1,6 +1,7 @@
 # Stage `evaluate`: encode every particle, classify, place unseen classes, compare the latent
-# geometry with the affinity prior, embed, interpolate, score the pose channel
-# (affinity_vae/evaluate/; config keys and outputs in docs/evaluate.md).
+# geometry with the affinity prior, embed, interpolate, score the pose channel and (3D, pose a
+# rotation) average the particles with it (affinity_vae/evaluate/; keys and outputs in
+# docs/evaluate.md). tilt_range: the boxes' missing wedge, compensated in the averages.
 
 
 include: "evaluate_functions.smk"
@@ -31,6 +32,7 @@ for _variant in ["avae", "bvae"]:
             report=config["report"],
             seed=config["seed"],
             device=config["device"],
+            tilt_range=data_tilt_range(),
         script:
             "../../scripts/evaluate.py"
 

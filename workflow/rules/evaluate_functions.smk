@@ -20,6 +20,18 @@ def eval_pose_dims(variant):
     return 0 if variant == "bvae" else int(config["model"].get("pose_dims", 3))
 
 
+def eval_pose_is_rotation(variant):
+    """True when a variant's model turns its pose into a rotation (3D data, a pose channel, and
+    the rotation pose head or the GMD decoder): then evaluate averages the particles with it.
+    """
+    m = config["model"]
+    return (
+        not eval_is_2d()
+        and eval_pose_dims(variant) > 0
+        and (m["pose_head"] == "rotation" or m["decoder"] == "gmd")
+    )
+
+
 def eval_outputs(variant):
     """Named outputs of rule evaluate_<variant>; figures are registered for the HTML report."""
     d = f"{RUN}/eval/{variant}"
@@ -60,6 +72,10 @@ def eval_outputs(variant):
         out["pose_png"] = fig("pose.png", "pose", "pose vs truth")
         out["pose_sweep_png"] = fig("pose_sweep.png", "pose_sweep", "pose sweep")
         out["poses"] = f"{d}/poses.star"
+    if eval_pose_is_rotation(variant) and config["evaluate"]["averages"]["enabled"]:
+        out["averages_png"] = fig(
+            "averages.png", "averages", "subtomogram averages from poses"
+        )
     return out
 
 

@@ -51,6 +51,8 @@ rule predict_particles:
         unpack(predict_boxes),
         model=f"{RUN}/model/{config['predict']['variant']}/model.pt",
         latents=f"{RUN}/eval/{config['predict']['variant']}/latents.parquet",
+        # pose.frames: predicted angles go into each class's structure frame
+        metrics=f"{RUN}/eval/{config['predict']['variant']}/metrics.json",
     output:
         star=f"{RUN}/predict/{{name}}_predicted.star",
         latents=f"{RUN}/predict/{{name}}_latents.parquet",
