@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from affinity_vae.imaging import forward_transfer
 from affinity_vae.model import gmd
 from affinity_vae.model.encoder import conv_layers, filters
+from affinity_vae.wedge import fourier_grid
 
 
 class CNNDecoder(nn.Module):
@@ -39,6 +41,18 @@ class CNNDecoder(nn.Module):
     def forward(self, z: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         h = self.fc(torch.cat([z, pose], dim=1)).view(-1, *self.start)
         return self.net(h)
+
+
+def transfer_gain(transfer: np.ndarray, box: tuple[int, ...], sigma: float) -> float:
+    """RMS gain of a Fourier transfer (rfftn grid of ``box``) on Gaussians of width ``sigma``
+    voxels, zero frequency excluded: sqrt(sum T^2 |G|^2 / sum |G|^2), |G(k)|^2 =
+    exp(-4 pi^2 sigma^2 k^2). Keeps the decoder's first output std (~0.05) the same with a
+    forward model (the CTF damps the low frequencies a mixture lives in; measured 6x)."""
+    kz, ky, kx = fourier_grid(box, rfft=True)
+    g2 = np.exp(-4 * np.pi ** 2 * sigma ** 2 * (kz ** 2 + ky ** 2 + kx ** 2))
+    g2 = np.broadcast_to(g2, transfer.shape).copy()
+    g2.flat[0] = 0.0
+    return float(np.sqrt((transfer.astype(np.float64) ** 2 * g2).sum() / g2.sum()))
 
 
 class GMDDecoder(nn.Module):
@@ -86,9 +100,10 @@ class GMDDecoder(nn.Module):
         spread = math.prod(0.7 * n for n in box)
         render_std = math.sqrt(n_gaussians * math.pi ** (self.ndim / 2) * s_mid ** self.ndim
                                / spread)
-        self.scale = nn.Parameter(torch.tensor(0.05 / render_std))
-        self.offset = nn.Parameter(torch.tensor(0.0))
         transfer = forward_transfer(self.box, forward, physics)
+        gain = 1.0 if transfer is None else transfer_gain(transfer, self.box, s_mid)
+        self.scale = nn.Parameter(torch.tensor(0.05 / (render_std * gain)))
+        self.offset = nn.Parameter(torch.tensor(0.0))
         self.forward_model = forward
         self.register_buffer("transfer", None if transfer is None else
                              torch.from_numpy(transfer), persistent=False)
