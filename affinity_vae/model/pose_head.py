@@ -61,12 +61,15 @@ def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.acos(cos).unsqueeze(1), axis], dim=1)
 
 
-def gaussian_kernel_1d(sigma: float) -> torch.Tensor:
-    """Normalised 1D Gaussian taps (2 * ceil(3 sigma) + 1,)."""
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
+def gaussian_transfer(box: tuple[int, int, int], sigma: float) -> torch.Tensor | None:
+    """Fourier transfer function (D, H, W // 2 + 1) of a Gaussian blur of ``sigma`` voxels on
+    the rfftn grid, or None for sigma 0: exp(-2 pi^2 sigma^2 |k|^2), k in cycles/voxel."""
+    if sigma <= 0:
+        return None
+    kz = torch.fft.fftfreq(box[0]).view(-1, 1, 1)
+    ky = torch.fft.fftfreq(box[1]).view(1, -1, 1)
+    kx = torch.fft.rfftfreq(box[2]).view(1, 1, -1)
+    return torch.exp(-2 * math.pi ** 2 * sigma ** 2 * (kz ** 2 + ky ** 2 + kx ** 2))
 
 
 def soft_sphere(box: tuple[int, int, int], margin: float = 2.0, edge: float = 2.0
@@ -106,8 +109,8 @@ class RotationBranch(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv3d(2 * c, 3, 1))
         self.register_buffer("mask", soft_sphere(tuple(box))[None, None], persistent=False)
-        k = gaussian_kernel_1d(lowpass_sigma) if lowpass_sigma > 0 else torch.ones(1)
-        self.register_buffer("taps", k, persistent=False)
+        self.register_buffer("transfer", gaussian_transfer(tuple(box), lowpass_sigma),
+                             persistent=False)
         # grid positions (x, y, z) of the output cells in input voxels, from the centre n // 2;
         # output cell i of two stride-2 convs (kernel 3, padding 1) is centred on input 4 i
         grids = [torch.arange(s // 4, dtype=torch.float32) * 4 - s // 2 for s in box]
@@ -116,18 +119,12 @@ class RotationBranch(nn.Module):
         self.register_buffer("positions", pos, persistent=False)     # (G, 3), unit ~ box radius
 
     def lowpass(self, x: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian blur of (N, 1, D, H, W), zero padding."""
-        k = self.taps
-        if k.numel() == 1:
+        """Gaussian blur of (N, 1, D, H, W) in Fourier space (periodic; the mask that follows
+        removes the box edges anyway)."""
+        if self.transfer is None:
             return x
-        r = k.numel() // 2
-        for dim in range(3):
-            shape = [1, 1, 1, 1, 1]
-            shape[2 + dim] = k.numel()
-            pad = [0, 0, 0, 0, 0, 0]
-            pad[2 * (2 - dim)] = pad[2 * (2 - dim) + 1] = r
-            x = F.conv3d(F.pad(x, pad), k.view(shape))
-        return x
+        spec = torch.fft.rfftn(x, dim=(-3, -2, -1)) * self.transfer
+        return torch.fft.irfftn(spec, s=x.shape[-3:], dim=(-3, -2, -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lowpass(x) * self.mask
