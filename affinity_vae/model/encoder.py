@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from affinity_vae.model.pose_head import RotationBranch, matrix_to_sixd, project_to_so3
+from affinity_vae.model.pose_head import RotationBranch, matrix_to_sixd
 
 
 def conv_layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
@@ -31,7 +31,8 @@ class Encoder(nn.Module):
     mu (N, latent_dims), logvar (N, latent_dims), pose (N, pose_dims) (pose_dims may be 0).
     ``pose_head="linear"`` (the paper's): the pose is a linear head on the shared features.
     ``pose_head="rotation"`` (3D): the pose is a rotation from its own near-equivariant branch
-    (affinity_vae.model.pose_head.RotationBranch), as its 6D representation (pose_dims 6).
+    (affinity_vae.model.pose_head.RotationBranch): its first two vectors, the 6D
+    representation (pose_dims 6) that sixd_to_matrix turns into a rotation.
     """
 
     def __init__(self, box: tuple[int, ...], channels: int, depth: int, latent_dims: int,
@@ -70,7 +71,10 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.features(x)
         if self.rotation is not None:
-            pose = matrix_to_sixd(project_to_so3(self.rotation(x)))
+            # the first two vectors; the decoder's Gram-Schmidt (sixd_to_matrix) turns them into
+            # a rotation. Gram-Schmidt is as equivariant as the SVD projection and, unlike the
+            # SVD, has stable gradients when the singular values meet (V a scaled rotation).
+            pose = matrix_to_sixd(self.rotation(x))
         elif self.pose is not None:
             pose = self.pose(h)
         else:

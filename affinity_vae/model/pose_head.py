@@ -4,7 +4,9 @@ The branch is a small CNN whose last layer gives three maps w_k on a coarse grid
 into a vector ``v_k = sum_p w_k(p) (p - c)`` of the grid positions p measured from the box
 centre voxel c (``n // 2``, affinity_vae.rotation's convention). Rotating the input moves the
 maps with it, so the three vectors - the columns of V (3 x 3) - turn with the particle; the pose
-is V projected onto SO(3) (the nearest rotation, by SVD). Before the CNN the box is low-pass
+is the rotation of V's first two columns by Gram-Schmidt (for a V near a scaled rotation, the
+same as the nearest rotation by SVD, :func:`project_to_so3`, but with stable gradients).
+Before the CNN the box is low-pass
 filtered (a fixed Gaussian) and multiplied by a soft spherical mask, so a rotated box and an
 unrotated one look alike at the corners and noise does not drown the orientation signal.
 
@@ -137,11 +139,14 @@ def rotation_consistency_loss(v1: torch.Tensor, v2: torch.Tensor, g: torch.Tenso
     """Equivariance of the branch output under a known rotation.
 
     v1, v2: (N, 3, 3) branch outputs of a box and of the same box rotated by g (N, 3, 3).
-    Loss = |v2 - g v1|^2 / mean(|v1|^2, |v2|^2) (scale-free) + ``orthogonality`` times the
-    deviation of each V from a scaled rotation (|V^T V / s - I|^2 with s = |V|^2 / 3).
+    Loss = mean_i |v2_i - g_i v1_i|^2 / mean_i (|v1_i|^2 + |v2_i|^2) / 2 (scale-free over the
+    batch, not per box: an exactly equivariant output must vanish on a box with a point-group
+    symmetry other than an axis, so such boxes may answer with a small V while asymmetric ones
+    answer with a large one) + ``orthogonality`` times the deviation of each V from a scaled
+    rotation (|V^T V / s - I|^2 with s = |V|^2 / 3).
     """
-    scale = 0.5 * (v1.pow(2).sum((1, 2)) + v2.pow(2).sum((1, 2))).clamp_min(1e-8)
-    equi = ((v2 - g @ v1).pow(2).sum((1, 2)) / scale).mean()
+    scale = 0.5 * (v1.pow(2).sum((1, 2)) + v2.pow(2).sum((1, 2))).mean().clamp_min(1e-8)
+    equi = (v2 - g @ v1).pow(2).sum((1, 2)).mean() / scale
     eye = torch.eye(3, dtype=v1.dtype, device=v1.device)
     orth = v1.new_zeros(())
     for v in (v1, v2):
