@@ -58,7 +58,11 @@ def all_targets():
 
 # --- input functions of stage `extract` ---
 def extract_tomogram(wildcards):
-    """The denoised tomogram, or the raw reconstruction when denoising is disabled."""
+    """The volume the boxes are cut from: grandmodel.mrc (extract.source grandmodel: the
+    noise-free volume, neighbours included), else the denoised tomogram, or the raw
+    reconstruction when denoising is disabled."""
+    if config["extract"]["source"] == "grandmodel":
+        return f"{tomogram_dir(wildcards.tomo)}/grandmodel.mrc"
     if config["denoise"].get("enabled", True):
         return f"{RUN}/denoised/{wildcards.tomo}.mrc"
     return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
@@ -116,8 +120,8 @@ def data_tilt_range():
     The one place: simulate.tilt_range for simulated data, dataset.tilt_range for real data.
     """
     ds = config["dataset"]
-    if ds["source"] == "alphanumeric":
-        return None
+    if ds["source"] == "alphanumeric" or config["extract"]["source"] == "grandmodel":
+        return None  # 2D images, or crops of the noise-free volume: no missing wedge
     if ds["source"] == "simulate":
         for key in ("tilt_range", "defocus_um"):
             if ds[key] is not None:
