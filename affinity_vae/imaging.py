@@ -65,9 +65,10 @@ def check_forward(mode: str, physics: Mapping[str, Any] | None, ndim: int = 3) -
     if missing:
         raise InputError(f"config key 'model.gmd_forward': {mode} needs the data's "
                          f"{', '.join(missing)} (simulate section for simulated data; "
-                         f"dataset.tilt_range / dataset.defocus_um for real data; the box voxel "
-                         f"size is unknown for subtomo_folder with extract.bin_to) -- set them "
-                         f"or use gmd_forward: none")
+                         f"dataset.tilt_range / dataset.defocus_um for real data; none for "
+                         f"extract.source grandmodel; the box voxel size is unknown for "
+                         f"subtomo_folder with extract.bin_to) -- set them or use gmd_forward: "
+                         f"none")
 
 
 def forward_transfer(box: Sequence[int], mode: str, physics: Mapping[str, Any] | None
