@@ -135,10 +135,10 @@ def data_tilt_range():
 
 def data_microscope():
     """CTF settings {defocus_um, voltage_kv, cs_mm, amplitude_contrast} of the data (simulate
-    section, or the dataset keys for real data), or None when the defocus is unknown or the
-    data are 2D images."""
+    section, or the dataset keys for real data), or None when the defocus is unknown, the
+    data are 2D images or the boxes carry no CTF (extract.source grandmodel)."""
     ds = config["dataset"]
-    if ds["source"] == "alphanumeric":
+    if ds["source"] == "alphanumeric" or config["extract"]["source"] == "grandmodel":
         return None
     src = config["simulate"] if ds["source"] == "simulate" else ds
     if src["defocus_um"] is None:
