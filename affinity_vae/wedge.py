@@ -39,7 +39,9 @@ def wedge_mask(shape_zyx: Sequence[int], tilt_range: Sequence[float] | None,
     Returns:
         float32 (Z, Y, X) or (Z, Y, X // 2 + 1) mask of 0 and 1.
     """
-    kz, ky, kx = fourier_grid(shape_zyx, rfft)
+    if rfft:   # the non-negative kx half of the (Hermitian-symmetric) full mask
+        return wedge_mask(shape_zyx, tilt_range)[..., :int(shape_zyx[2]) // 2 + 1]
+    kz, ky, kx = fourier_grid(shape_zyx)
     shape = np.broadcast_shapes(kz.shape, ky.shape, kx.shape)
     if tilt_range is None:
         return np.ones(shape, np.float32)
@@ -53,7 +55,10 @@ def wedge_mask(shape_zyx: Sequence[int], tilt_range: Sequence[float] | None,
     # +-90 are the same direction; a range reaching either end covers it
     inside = ((ang >= lo) & (ang <= hi)) | ((np.abs(ang) >= 90.0) & ((lo <= -90.0) | (hi >= 90.0)))
     inside |= (kx_b == 0) & (kz_b == 0)                    # the ky axis (and the origin)
-    return inside.astype(np.float32)
+    # even sizes: the Nyquist planes hold -k = k (mod n), so make the mask symmetric under
+    # k -> -k, or a masked real volume would gain an imaginary part there
+    mirror = np.roll(np.flip(inside, axis=(0, 1, 2)), 1, axis=(0, 1, 2))
+    return (inside | mirror).astype(np.float32)
 
 
 def apply_wedge(volumes: np.ndarray, mask: np.ndarray) -> np.ndarray:

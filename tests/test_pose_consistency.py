@@ -106,6 +106,7 @@ def test_3d_term_needs_the_rotation_head():
             0, None, "cpu", progress=False)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.setdefault("train", {})["pose_consistency"] = {"weight": 1.0}
+    cfg["model"] = {**cfg.get("model", {}), "pose_head": "linear"}
     with pytest.raises(InputError, match="pose_consistency.weight.*pose_head: rotation"):
         check_config(cfg, SCHEMA)
     cfg["model"] = {**cfg.get("model", {}), "pose_head": "rotation"}

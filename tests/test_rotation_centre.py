@@ -74,5 +74,8 @@ def test_wedge_mask_full_range_and_projection():
     vol = _blobs(16)
     once = apply_wedge(vol, m)
     assert np.allclose(apply_wedge(once, m), once, atol=1e-5)   # a projection
+    m24 = wedge_mask((24, 24, 24), (-60, 60))       # Hermitian: symmetric under k -> -k
+    assert np.array_equal(m24, np.roll(np.flip(m24), 1, axis=(0, 1, 2)))
+    assert np.array_equal(wedge_mask((24, 24, 24), (-60, 60), rfft=True), m24[..., :13])
     with pytest.raises(ValueError, match="tilt range"):
         wedge_mask((8, 8, 8), (60, -60 + 200))

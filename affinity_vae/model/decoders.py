@@ -10,6 +10,7 @@ from torch import nn
 
 from affinity_vae.imaging import forward_transfer
 from affinity_vae.model import gmd
+from affinity_vae.model.pose_head import sixd_to_matrix
 from affinity_vae.model.encoder import conv_layers, filters
 from affinity_vae.wedge import fourier_grid
 
@@ -60,7 +61,8 @@ class GMDDecoder(nn.Module):
     (straight-through); the pose rotates the centroids; the mixture is rendered on the grid
     (separable renderer, gmd.render); optional learnable convs model the forward transform.
 
-    Pose: 3D data uses pose (N, 4) = (theta, axis) -> quaternion -> rotation matrix (Eq. 3);
+    Pose: 3D data uses pose (N, 4) = (theta, axis) -> quaternion -> rotation matrix (Eq. 3),
+    or, with the rotation pose head, pose (N, 6) (6D representation, Gram-Schmidt);
     2D data uses pose (N, 1) = angle about z; pose_dims 0 means no rotation (beta-VAE baseline).
     The rotation centre is voxel n // 2 (gmd.grid_axis), as in extraction.
     Widths lie in [sigma_min, sigma_max] voxels. decode(z, pose) -> (N, 1, *box).
@@ -122,6 +124,8 @@ class GMDDecoder(nn.Module):
         """Rotation matrices (N, D, D) from the pose, or None without a pose."""
         if self.pose_dims == 0:
             return None
+        if self.ndim == 3 and self.pose_dims == 6:   # the rotation pose head's 6D pose
+            return sixd_to_matrix(pose)
         if self.ndim == 3:
             return gmd.axis_angle_to_matrix(pose)
         return gmd.angle_to_matrix_2d(pose[:, 0])

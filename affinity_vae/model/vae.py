@@ -16,7 +16,8 @@ from affinity_vae.model.pose_head import sixd_to_matrix
 MODEL_DEFAULTS: dict[str, Any] = {
     "decoder": "cnn", "latent_dims": 16, "pose_dims": 3, "channels": 8, "depth": 3,
     "batch_norm": True, "n_gaussians": 256, "gmd_hidden": 256, "gmd_sigma_min": 0.5,
-    "gmd_sigma_max": 3.0, "gmd_convs": 0, "pose_head": "linear", "pose_channels": 16,
+    "gmd_sigma_max": 3.0, "gmd_convs": 0, "gmd_forward": "none", "gmd_physics": None,
+    "pose_head": "linear", "pose_channels": 16,
     "pose_lowpass": 1.5,
 }
 
@@ -76,7 +77,8 @@ class AffinityVAE(nn.Module):
             self.decoder = GMDDecoder(self.box, cfg["latent_dims"], cfg["pose_dims"],
                                       cfg["n_gaussians"], cfg["gmd_hidden"],
                                       cfg["gmd_sigma_min"], cfg["gmd_sigma_max"],
-                                      cfg["gmd_convs"])
+                                      cfg["gmd_convs"], forward=cfg["gmd_forward"],
+                                      physics=cfg["gmd_physics"])
         else:
             raise InputError(f"config key 'model.decoder': unknown decoder {cfg['decoder']!r} "
                              f"-- use cnn or gmd")

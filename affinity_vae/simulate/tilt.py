@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from affinity_vae.imaging import ctf_radial, electron_wavelength  # noqa: F401 (re-exported)
+
 
 def tilt_angles(tilt_range: Sequence[float], tilt_step: float) -> np.ndarray:
     """Tilt angles in degrees from ``tilt_range[0]`` to ``tilt_range[1]`` (inclusive) in steps."""
@@ -74,12 +76,6 @@ def backproject(stack: np.ndarray, op: sp.csr_matrix, shape_zyx: Sequence[int]) 
     return np.ascontiguousarray(vol.reshape(nz, nx, ny).transpose(0, 2, 1), dtype=np.float32)
 
 
-def electron_wavelength(voltage_kv: float) -> float:
-    """Relativistic electron wavelength in Angstrom for an acceleration voltage in kV."""
-    v = voltage_kv * 1e3
-    return 12.2643 / np.sqrt(v * (1 + 0.978466e-6 * v))
-
-
 @dataclass(frozen=True)
 class Microscope:
     """CTF parameters: defocus in micrometres (positive = underfocus), voltage in kV, Cs in mm,
@@ -104,13 +100,8 @@ def ctf_2d(shape_yx: Sequence[int], voxel_size: float, mic: Microscope) -> np.nd
     ny, nx = (int(s) for s in shape_yx)
     ky = np.fft.fftfreq(ny, d=voxel_size)[:, None]
     kx = np.fft.rfftfreq(nx, d=voxel_size)[None, :]
-    k2 = kx ** 2 + ky ** 2
-    lam = electron_wavelength(mic.voltage_kv)
-    df = mic.defocus_um * 1e4
-    cs = mic.cs_mm * 1e7
-    chi = np.pi * lam * df * k2 - 0.5 * np.pi * cs * lam ** 3 * k2 ** 2
-    a = mic.amplitude_contrast
-    return (-(np.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi))).astype(np.float32)
+    return ctf_radial(np.sqrt(kx ** 2 + ky ** 2), mic.defocus_um, mic.voltage_kv, mic.cs_mm,
+                      mic.amplitude_contrast)
 
 
 def apply_ctf(stack: np.ndarray, ctf: np.ndarray) -> np.ndarray:
