@@ -295,10 +295,10 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
                **{f"val_{k}": v for k, v in va.items()}, "seconds": time.perf_counter() - t0}
         history.append(row)
         bar.set_postfix(recon=f"{tr['recon']:.4f}", aff=f"{tr['affinity']:.3f}")
-        log.info("epoch %d/%d  beta %.3g gamma %.3g  train recon %.4f kl %.3f affinity %.4f | "
-                 "val recon %.4f affinity %.4f  (%.1f s)", epoch + 1, epochs, beta, gamma,
-                 tr["recon"], tr["kl"], tr["affinity"], va["recon"], va["affinity"],
-                 row["seconds"])
+        log.info("epoch %d/%d  beta %.3g gamma %.3g  train recon %.4f kl %.3f affinity %.4f "
+                 "pose %.4f | val recon %.4f affinity %.4f pose %.4f  (%.1f s)", epoch + 1,
+                 epochs, beta, gamma, tr["recon"], tr["kl"], tr["affinity"], tr["pose"],
+                 va["recon"], va["affinity"], va["pose"], row["seconds"])
         done = epoch + 1
         if folder is not None and done < epochs and done % max(1, cfg["checkpoint_every"]) == 0:
             save_checkpoint(folder / f"ckpt-{key}-e{done:05d}.pt", {
