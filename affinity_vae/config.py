@@ -173,8 +173,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if (config["train"]["pose_consistency"]["weight"] > 0 and ds["source"] != "alphanumeric"
             and config["model"]["pose_head"] != "rotation"):
         raise InputError("config key 'train.pose_consistency.weight': on 3D data the "
-                         "pose-consistency term needs a rotation pose -- set model.pose_head: "
-                         "rotation (2D images: dataset.source alphanumeric), or the weight to 0")
+                         "pose-consistency term trains the learned rotation pose -- set "
+                         "model.pose_head: rotation (2D images: dataset.source alphanumeric), "
+                         "or the weight to 0")
     for i, new in enumerate(config["predict"]["tomograms"]):
         for key in ("tomogram", "coordinates"):
             if not Path(new[key]).is_file():

@@ -244,6 +244,7 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     model_cfg = check_architecture(model_cfg, data.box)
     if (cfg["pose_consistency"]["weight"] > 0 and len(data.box) == 3
             and model_cfg["pose_head"] != "rotation" and model_cfg["pose_dims"]):
+        # (the moments head has no parameters: nothing for the term to train)
         raise InputError("config key 'train.pose_consistency.weight': on 3D data the "
                          "pose-consistency term needs a rotation pose -- set model.pose_head: "
                          "rotation (or the weight to 0)")

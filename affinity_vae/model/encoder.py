@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from affinity_vae.model.pose_head import RotationBranch, matrix_to_sixd
+from affinity_vae.model.pose_head import (RotationBranch, gaussian_transfer, matrix_to_sixd,
+                                          moment_frame, soft_sphere)
 
 
 def conv_layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
@@ -33,6 +34,9 @@ class Encoder(nn.Module):
     ``pose_head="rotation"`` (3D): the pose is a rotation from its own near-equivariant branch
     (affinity_vae.model.pose_head.RotationBranch): its first two vectors, the 6D
     representation (pose_dims 6) that sixd_to_matrix turns into a rotation.
+    ``pose_head="moments"`` (3D): the pose is the box's principal-axes frame (second moments
+    for the axes, third moments for their directions; affinity_vae.model.pose_head.moment_frame)
+    after the same low-pass and spherical mask, as its 6D representation; no parameters.
     """
 
     def __init__(self, box: tuple[int, ...], channels: int, depth: int, latent_dims: int,
@@ -54,7 +58,15 @@ class Encoder(nn.Module):
         self.logvar = nn.Linear(flat, latent_dims)
         self.rotation = None
         self.pose = None
-        if pose_dims > 0 and pose_head == "rotation":
+        self.moments = pose_dims > 0 and pose_head == "moments"
+        if self.moments:
+            if pose_dims != 6:
+                raise ValueError(f"the moments pose head has pose_dims 6, got {pose_dims}")
+            self.register_buffer("pose_mask", soft_sphere(tuple(box))[None, None],
+                                 persistent=False)
+            self.register_buffer("pose_transfer", gaussian_transfer(tuple(box), pose_lowpass),
+                                 persistent=False)
+        elif pose_dims > 0 and pose_head == "rotation":
             if pose_dims != 6:
                 raise ValueError(f"the rotation pose head has pose_dims 6, got {pose_dims}")
             self.rotation = RotationBranch(tuple(box), pose_channels, pose_lowpass)
@@ -70,7 +82,10 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.features(x)
-        if self.rotation is not None:
+        if self.moments:
+            with torch.no_grad():
+                pose = matrix_to_sixd(moment_frame(x, self.pose_mask, self.pose_transfer))
+        elif self.rotation is not None:
             # the first two vectors; the decoder's Gram-Schmidt (sixd_to_matrix) turns them into
             # a rotation. Gram-Schmidt is as equivariant as the SVD projection and, unlike the
             # SVD, has stable gradients when the singular values meet (V a scaled rotation).

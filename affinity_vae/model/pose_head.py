@@ -153,3 +153,35 @@ def rotation_consistency_loss(v1: torch.Tensor, v2: torch.Tensor, g: torch.Tenso
         s = (v.pow(2).sum((1, 2)) / 3).clamp_min(1e-8).view(-1, 1, 1)
         orth = orth + ((v.transpose(1, 2) @ v) / s - eye).pow(2).sum((1, 2)).mean()
     return equi + orthogonality * orth / 2
+
+
+def moment_frame(x: torch.Tensor, mask: torch.Tensor, transfer: torch.Tensor | None,
+                 eps: float = 1e-6) -> torch.Tensor:
+    """Principal-axes frame of each box: a rotation (N, 3, 3) that turns with the particle.
+
+    The box x (N, 1, D, H, W) is low-pass filtered (``transfer``, rfftn grid, or None) and
+    masked (``mask``, (1, 1, D, H, W)); with weights w = h^2 (sign-free: reconstructions show
+    protein dark, ground truth bright) the second-moment tensor T = sum w (p - c)(p - c)^T about
+    the centre voxel c = n // 2 gives the axes (eigenvectors, largest moment first) and the sign
+    of the third moment sum w ((p - c) . e)^3 along each axis fixes its direction; the third
+    axis is the cross product (det +1). Exactly equivariant for an asymmetric object with
+    distinct moments, up to resampling; no learned parameters. Columns act on (x, y, z).
+    """
+    h = x
+    if transfer is not None:
+        h = torch.fft.irfftn(torch.fft.rfftn(x, dim=(-3, -2, -1)) * transfer, s=x.shape[-3:],
+                             dim=(-3, -2, -1))
+    w = (h * mask).pow(2).flatten(1)                                   # (N, V)
+    d, hh, ww = x.shape[-3:]
+    axes = [torch.arange(s, dtype=x.dtype, device=x.device) - s // 2 for s in (d, hh, ww)]
+    z, y, xx = torch.meshgrid(*axes, indexing="ij")
+    p = torch.stack([xx, y, z], dim=-1).reshape(-1, 3)                 # (V, 3) in (x, y, z)
+    w = w / w.sum(1, keepdim=True).clamp_min(eps)
+    t = torch.einsum("nv,vi,vj->nij", w, p, p)
+    _, vecs = torch.linalg.eigh(t)                                     # ascending
+    e = vecs.flip(-1)                                                  # largest moment first
+    proj = p @ e                                                       # (N, V, 3)
+    third = torch.einsum("nv,nvk->nk", w, proj.pow(3))
+    sign = torch.where(third < 0, -1.0, 1.0).to(x.dtype)
+    e1, e2 = e[:, :, 0] * sign[:, :1], e[:, :, 1] * sign[:, 1:2]
+    return torch.stack([e1, e2, torch.cross(e1, e2, dim=1)], dim=2)

@@ -33,11 +33,11 @@ def check_architecture(cfg: dict[str, Any], box: tuple[int, ...]) -> dict[str, A
     if len(box) not in (2, 3):
         raise InputError(f"subtomogram boxes must be 2D or 3D, got shape {box} -- check the "
                          f"extract outputs")
-    if cfg["pose_head"] == "rotation" and cfg["pose_dims"]:
+    if cfg["pose_head"] in ("rotation", "moments") and cfg["pose_dims"]:
         if len(box) != 3:
-            raise InputError(f"config key 'model.pose_head': the rotation head needs 3D boxes, "
-                             f"got {box} -- use pose_head: linear for 2D data")
-        if any(s % 4 for s in box):
+            raise InputError(f"config key 'model.pose_head': the {cfg['pose_head']} head needs "
+                             f"3D boxes, got {box} -- use pose_head: linear for 2D data")
+        if cfg["pose_head"] == "rotation" and any(s % 4 for s in box):
             raise InputError(f"config key 'model.pose_head': the rotation head needs box sides "
                              f"divisible by 4, got {box} -- change extract.box_size")
         cfg["pose_dims"] = 6   # the 6D representation of a rotation
@@ -45,7 +45,7 @@ def check_architecture(cfg: dict[str, Any], box: tuple[int, ...]) -> dict[str, A
     if any(s % step for s in box):
         raise InputError(f"config key 'model.depth': box {box} is not divisible by 2**depth = "
                          f"{step} -- lower model.depth or change extract.box_size")
-    if cfg["decoder"] == "gmd" and cfg["pose_head"] != "rotation":
+    if cfg["decoder"] == "gmd" and cfg["pose_head"] == "linear":
         need = 4 if len(box) == 3 else 1
         if cfg["pose_dims"] not in (0, need):
             raise InputError(f"config key 'model.pose_dims': the GMD decoder on {len(box)}D data "
@@ -94,13 +94,13 @@ class AffinityVAE(nn.Module):
 
     @property
     def has_rotation_head(self) -> bool:
-        """True when the pose channel is a rotation from the rotation pose head."""
-        return self.encoder.rotation is not None
+        """True when the pose channel is a rotation (the rotation or moments pose head)."""
+        return self.encoder.rotation is not None or self.encoder.moments
 
     def pose_rotation(self, pose: torch.Tensor) -> torch.Tensor | None:
         """Rotation matrices (N, 3, 3) acting on (x, y, z) that the pose (N, P) stands for, or
         None when the pose is not a rotation (2D data, the CNN decoder's linear pose, no pose).
-        Rotation head: Gram-Schmidt of the 6D pose; GMD decoder: its axis-angle pose."""
+        Rotation/moments head: Gram-Schmidt of the 6D pose; GMD decoder: its axis-angle pose."""
         if len(self.box) != 3 or self.pose_dims == 0:
             return None
         if self.has_rotation_head:
