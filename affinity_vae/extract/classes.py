@@ -16,6 +16,7 @@ from affinity_vae.errors import InputError
 class Settings:
     """The `extract` config section (defaults as in workflow/schemas/extract.schema.yaml)."""
 
+    source: str = "reconstruction"  # which volume the rule hands in (the cutting is the same)
     box_size: int = 32
     edge: str = "skip"
     pad_value: str = "mean"
