@@ -4,21 +4,24 @@ Data: the default generated classes (structures stage, 10 A voxels), each class 
 by uniformly random rotations into a 32^3 box (``rotation.rotate_volume``, trilinear; the box
 centre is voxel n // 2), optionally with white noise at a given SNR, z-scored per box. One
 data set of ``--per-class`` training and ``--test`` held-out particles per class. The full
-Affinity-VAE (CNN decoder, rotation pose head, 3D pose-consistency term) is trained by
-``affinity_vae.train.fit`` as the pipeline trains it, and scored like the evaluate stage:
+Affinity-VAE (CNN decoder, ``--head`` moments (default) or rotation, the latter with the 3D
+pose-consistency term) is trained by ``affinity_vae.train.fit`` as the pipeline trains it, and
+scored like the evaluate stage:
 the symmetry-aware pose error after one fitted frame per class (fitted on training particles,
 scored on the held-out ones; spherical classes skipped), next to uniformly random rotations
 under the same scoring.
 
-    python -m benchmarks.bench_pose [--snr 0.1] [--epochs 40] [--threads 2]
+    python -m benchmarks.bench_pose [--snr 0.1] [--epochs 5] [--threads 2] [--head moments]
 
-Records ``pose_isolated[_snr<snr>]_median_error_deg`` (goal: < 10 degrees noise-free).
+Records ``pose_isolated[_snr<snr>][_<head>]_median_error_deg`` (goal: < 10 degrees noise-free;
+the moments head's figure has no suffix).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -85,13 +88,15 @@ def main() -> None:
     ap.add_argument("--snr", type=float, default=None)
     ap.add_argument("--per-class", type=int, default=150)
     ap.add_argument("--test", type=int, default=50)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--head", choices=["moments", "rotation"], default="moments")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weight", type=float, default=1.0)
     ap.add_argument("--lowpass", type=float, default=1.5)
     ap.add_argument("--decoder", default="cnn")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     dens, groups = templates(args.seed)
     classes = sorted(dens)
@@ -103,12 +108,14 @@ def main() -> None:
     data = TrainingData(torch.from_numpy(xtr[nval:, None]), lab[nval:],
                         torch.from_numpy(xtr[:nval, None]), lab[:nval], classes,
                         torch.eye(len(classes)) * 0.5 + 0.5)
-    model_cfg = {"pose_head": "rotation", "decoder": args.decoder, "latent_dims": 16,
+    model_cfg = {"pose_head": args.head, "decoder": args.decoder, "latent_dims": 16,
                  "channels": 8, "depth": 3, "pose_lowpass": args.lowpass}
     train_cfg = {"epochs": args.epochs, "batch_size": 32, "learning_rate": 1e-3,
-                 "augment": "none", "pose_consistency": {"weight": args.weight}}
+                 "augment": "none",
+                 "pose_consistency": {"weight": args.weight if args.head == "rotation" else 0}}
     t0 = time.perf_counter()
     model, hist = fit(data, model_cfg, train_cfg, args.seed, None, "cpu", progress=False)
+    print(hist[["epoch", "train_recon", "train_pose", "val_pose"]].to_string(), flush=True)
     seconds = time.perf_counter() - t0
     x_all = np.concatenate([xtr, xte])
     _, _, pose = encode(model, x_all, 128, "cpu")
@@ -123,11 +130,11 @@ def main() -> None:
     print(per.to_string())
     print(json.dumps({k: res[k] for k in ("median_error_deg", "random_median_error_deg",
                                           "frac_under_15", "asymmetric")}, default=str))
-    print(hist[["epoch", "train_recon", "train_pose"]].iloc[::5].to_string())
-    tag = "pose_isolated" + (f"_snr{args.snr:g}" if args.snr else "")
+    tag = ("pose_isolated" + (f"_snr{args.snr:g}" if args.snr else "")
+           + ("" if args.head == "moments" else f"_{args.head}"))
     note = (f"{args.per_class} train / {args.test} test particles per class, 12 default "
             f"classes, {args.epochs} epochs ({seconds:.0f} s, {args.threads} threads), "
-            f"{args.decoder} decoder; random rotations score "
+            f"{args.decoder} decoder, {args.head} pose head; random rotations score "
             f"{res['random_median_error_deg']:.1f} deg; asymmetric classes "
             f"{res['asymmetric']['median_error_deg']:.1f} deg")
     record(f"{tag}_median_error_deg", res["median_error_deg"], "deg",

@@ -1,7 +1,8 @@
 """End to end on the tiny config (2 tomograms of 48 x 128 x 128 voxels, 60 particles each,
 6 generated classes of which ring7 is unseen): the whole pipeline runs and its science holds with
 margin -- the affinity prior shapes the latent space, particles are classified far above chance,
-and the unseen class lands next to its most affine training class.
+the unseen class lands next to its most affine training class, and the pose channel recovers
+the axis of the rods.
 
 The run is `results/tiny`, shared with the SLURM, re-run and report tests (made once).
 """
@@ -61,6 +62,23 @@ def test_unseen_class_lands_next_to_its_most_affine_training_class(metrics):
     # measured 0.45 (ring6) against 0.40 (octa); uniform placement would give 0.2
     assert share >= 0.3
     assert placed["nearest_training_class"] == "ring6"
+
+
+def test_pose_channel_recovers_the_axis_of_the_rods(metrics):
+    """The pose channel (model.pose_head moments, from the default config) is a rotation; for
+    the axial classes (rod_short, rod_long: point group Dinf, only the axis is defined) its
+    symmetry-aware error on the test tomogram is below half of what uniformly random rotations
+    score under the same metric (default run: 4 and 20 deg against ~60). The asymmetric classes
+    do not reach that on reconstructions (docs/pose.md), so nothing is asserted for them; true
+    rotations score 0 by construction of the metric."""
+    pose = metrics["pose"]
+    assert pose["true_median_error_deg"] < 1e-3
+    rods = [pose["per_class"][c] for c in ("rod_short", "rod_long")]
+    assert all(r["group"] == "Dinf" for r in rods)
+    pred = np.mean([r["median_error_deg"] for r in rods])
+    rand = np.mean([r["random_median_error_deg"] for r in rods])
+    assert 45 < rand < 75
+    assert pred < 0.5 * rand, (pred, rand)
 
 
 def test_unseen_particles_never_enter_training(run):
