@@ -29,11 +29,13 @@ import torch
 from tqdm import tqdm
 
 from affinity_vae.data import (TrainingData, augment, impose_wedge, load_subtomos,
-                               rotate_inplane, rotate_volumes, training_data, training_wedge)
+                               random_rotation_matrices, rotate_inplane, rotate_volumes,
+                               training_data, training_wedge)
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_voxel_size
 from affinity_vae.model import losses, schedules
+from affinity_vae.model.gmd import quaternion_to_matrix
 from affinity_vae.model.io import (load_checkpoint, load_state, rng_state, save_checkpoint,
                                    save_trained, set_rng_state)
 from affinity_vae.model.pose_head import rotation_consistency_loss
@@ -125,21 +127,16 @@ def _checkpoints(folder: Path, key: str) -> list[tuple[int, Path]]:
 
 
 def random_rotations(n: int, max_angle: float, gen: torch.Generator) -> torch.Tensor:
-    """n rotation matrices (n, 3, 3): uniform over SO(3) when ``max_angle`` >= 180 degrees,
-    else a uniform random axis with an angle uniform in [0, max_angle] degrees."""
+    """n rotation matrices (n, 3, 3): uniform over SO(3) when ``max_angle`` >= 180 degrees
+    (data.random_rotation_matrices), else a uniform random axis with an angle uniform in
+    [0, max_angle] degrees."""
     if max_angle >= 180:
-        q = torch.randn(n, 4, generator=gen, dtype=torch.float64)
-        q = q / q.norm(dim=1, keepdim=True)
-    else:
-        axis = torch.randn(n, 3, generator=gen, dtype=torch.float64)
-        axis = axis / axis.norm(dim=1, keepdim=True)
-        half = 0.5 * torch.rand(n, generator=gen, dtype=torch.float64) * math.radians(max_angle)
-        q = torch.cat([half.cos().unsqueeze(1), half.sin().unsqueeze(1) * axis], dim=1)
-    w, a, b, c = q.unbind(1)
-    return torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-                        2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-                        2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)],
-                       1).view(n, 3, 3).float()
+        return random_rotation_matrices(n, gen)
+    axis = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    axis = axis / axis.norm(dim=1, keepdim=True)
+    half = 0.5 * torch.rand(n, generator=gen, dtype=torch.float64) * math.radians(max_angle)
+    q = torch.cat([half.cos().unsqueeze(1), half.sin().unsqueeze(1) * axis], dim=1)
+    return quaternion_to_matrix(q).float()
 
 
 def _pose_draws(cfg: dict, model, n: int, gen: torch.Generator):
