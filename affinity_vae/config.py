@@ -170,6 +170,10 @@ def _check_semantics(config: dict[str, Any]) -> None:
             if names is not None and tomo not in names:
                 raise InputError(f"config key 'dataset.splits.{split}': tomogram '{tomo}' is not "
                                  f"in the dataset ({', '.join(sorted(names))}) -- fix the name")
+    if ds["source"] == "alphanumeric" and config["model"]["pose_head"] != "linear":
+        raise InputError(f"config key 'model.pose_head': {config['model']['pose_head']} needs 3D "
+                         f"boxes, but dataset.source alphanumeric makes 2D images -- set "
+                         f"model.pose_head: linear")
     if (config["train"]["pose_consistency"]["weight"] > 0 and ds["source"] != "alphanumeric"
             and config["model"]["pose_head"] != "rotation"):
         raise InputError("config key 'train.pose_consistency.weight': on 3D data the "

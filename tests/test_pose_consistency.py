@@ -111,3 +111,10 @@ def test_3d_term_needs_the_rotation_head():
         check_config(cfg, SCHEMA)
     cfg["model"] = {**cfg.get("model", {}), "pose_head": "rotation"}
     check_config(cfg, SCHEMA)   # accepted with the rotation head
+
+
+def test_a_rotation_pose_head_on_2d_data_is_refused_before_any_job():
+    cfg = yaml.safe_load((REPO / "config" / "alphanumeric.yaml").read_text())
+    cfg["model"]["pose_head"] = "moments"
+    with pytest.raises(InputError, match="model.pose_head.*set model.pose_head: linear"):
+        check_config(cfg, SCHEMA)
