@@ -186,7 +186,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
                 raise InputError(f"config key 'predict.tomograms[{i}].{key}': file '{new[key]}' "
                                  f"not found -- fix the path")
     st = config["structures"]
-    from affinity_vae.structures.checks import check_structures_config  # no heavy imports
+    from affinity_vae.structures.checks import (
+        check_structures_config,  # no heavy imports
+    )
 
     check_structures_config(st, ds["voxel_size"])
     if st["source"] == "dir" and not (st.get("path") and Path(st["path"]).is_dir()):

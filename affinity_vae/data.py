@@ -78,7 +78,7 @@ def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.
     """
     path = Path(path)
     try:
-        from affinity_vae.affinity import read_affinity  # noqa: PLC0415
+        from affinity_vae.affinity import read_affinity
     except ImportError:
         read_affinity = None
     if read_affinity is not None:

@@ -28,16 +28,30 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from affinity_vae.data import (TrainingData, augment, impose_wedge, load_subtomos,
-                               random_rotation_matrices, rotate_inplane, rotate_volumes,
-                               training_data, training_wedge)
+from affinity_vae.data import (
+    TrainingData,
+    augment,
+    impose_wedge,
+    load_subtomos,
+    random_rotation_matrices,
+    rotate_inplane,
+    rotate_volumes,
+    training_data,
+    training_wedge,
+)
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_voxel_size
 from affinity_vae.model import losses, schedules
 from affinity_vae.model.gmd import quaternion_to_matrix
-from affinity_vae.model.io import (load_checkpoint, load_state, rng_state, save_checkpoint,
-                                   save_trained, set_rng_state)
+from affinity_vae.model.io import (
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    save_trained,
+    set_rng_state,
+)
 from affinity_vae.model.pose_head import rotation_consistency_loss
 from affinity_vae.model.vae import AffinityVAE, check_architecture
 
@@ -314,9 +328,9 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
 
 def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = "") -> None:
     """Training curves (train solid, validation dashed) and the beta/gamma schedules."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     terms = [t for t in TERMS if t != "pose" or history["train_pose"].abs().sum() > 0]
     fig, axes = plt.subplots(1, len(terms) + 1, figsize=(3.6 * (len(terms) + 1), 3.4))

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from affinity_vae.data import (CUBE_ROTATIONS, SQUARE_ROTATIONS, _permute_reflect, augment,
-                               impose_wedge, reflect_about_centre, training_wedge)
+from affinity_vae.data import (
+    CUBE_ROTATIONS,
+    SQUARE_ROTATIONS,
+    _permute_reflect,
+    augment,
+    impose_wedge,
+    reflect_about_centre,
+    training_wedge,
+)
 from affinity_vae.rotation import rotate_volume
 from affinity_vae.wedge import apply_wedge, wedge_mask
 

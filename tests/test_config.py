@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import copy
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, snakemake_cmd
 
 from affinity_vae.config import check_config
 from affinity_vae.errors import InputError
-
-from conftest import REPO, snakemake_cmd
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

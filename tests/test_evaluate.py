@@ -288,6 +288,7 @@ def test_true_rotations_score_zero_and_average_like_the_true_poses(tmp_path):
     carries the structure-frame angles, and the averages from the predicted rotations reach the
     true-pose resolution, far better than random poses."""
     import starfile
+
     from affinity_vae.evaluate.model_eval import pose_averages, pose_metrics
     from affinity_vae.rotation import zxz_to_relion
 

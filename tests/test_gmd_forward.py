@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from affinity_vae.imaging import FORWARD_MODELS, ctf_radial, forward_transfer
 from affinity_vae.errors import InputError
+from affinity_vae.imaging import FORWARD_MODELS, ctf_radial, forward_transfer
 from affinity_vae.model import gmd
 from affinity_vae.model.decoders import GMDDecoder
 from affinity_vae.rotation import rotate_volume

@@ -10,7 +10,14 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from affinity_vae.errors import InputError
-from affinity_vae.model import AffinityVAE, gmd, load_trained, losses, save_trained, schedules
+from affinity_vae.model import (
+    AffinityVAE,
+    gmd,
+    load_trained,
+    losses,
+    save_trained,
+    schedules,
+)
 
 torch.set_num_threads(1)
 

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
+from workflow_helpers import ensure_tiny_run
 
 from affinity_vae.io.mrc import read_volume
-from workflow_helpers import ensure_tiny_run
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from scipy.stats import spearmanr
 
 from affinity_vae.config import check_config
@@ -17,8 +18,6 @@ from affinity_vae.errors import InputError
 from affinity_vae.glyphs import make_dataset, render_glyph, rotate
 from affinity_vae.model.losses import pose_consistency_loss
 from affinity_vae.train import fit
-
-from conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -9,10 +9,17 @@ from scipy.spatial.transform import Rotation
 
 from affinity_vae.data import TrainingData, rotate_volumes
 from affinity_vae.errors import InputError
-from affinity_vae.model.pose_head import (RotationBranch, gaussian_transfer,
-                                          matrix_to_axis_angle, matrix_to_sixd, moment_frame,
-                                          project_to_so3, rotation_consistency_loss,
-                                          sixd_to_matrix, soft_sphere)
+from affinity_vae.model.pose_head import (
+    RotationBranch,
+    gaussian_transfer,
+    matrix_to_axis_angle,
+    matrix_to_sixd,
+    moment_frame,
+    project_to_so3,
+    rotation_consistency_loss,
+    sixd_to_matrix,
+    soft_sphere,
+)
 from affinity_vae.model.vae import AffinityVAE
 from affinity_vae.train import fit, random_rotations
 

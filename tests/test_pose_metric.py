@@ -10,7 +10,12 @@ from scipy.spatial.transform import Rotation
 
 from affinity_vae.errors import InputError
 from affinity_vae.evaluate import pose
-from affinity_vae.symmetry import group_rotations, is_axial, is_spherical, parse_point_group
+from affinity_vae.symmetry import (
+    group_rotations,
+    is_axial,
+    is_spherical,
+    parse_point_group,
+)
 
 
 @pytest.mark.parametrize("name,order", [("C1", 1), ("c6", 6), ("D6", 12), ("T", 12), ("O", 24),

@@ -14,17 +14,24 @@ import pandas as pd
 import pytest
 import yaml
 from scipy import ndimage
-
 from scipy.spatial.transform import Rotation
 
 from affinity_vae.config import check_config
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume, write_volume
 from affinity_vae.structures import build_structures, main
-from affinity_vae.structures.density import (centre_map, model_density, probe_rotations,
-                                             self_correlation)
-from affinity_vae.structures.generate import (CATALOGUE, Molecule, class_names,
-                                              generate_molecule)
+from affinity_vae.structures.density import (
+    centre_map,
+    model_density,
+    probe_rotations,
+    self_correlation,
+)
+from affinity_vae.structures.generate import (
+    CATALOGUE,
+    Molecule,
+    class_names,
+    generate_molecule,
+)
 from affinity_vae.structures.sources import molecule_to_structure, read_model
 from affinity_vae.symmetry import group_rotations, parse_point_group
 
@@ -332,7 +339,7 @@ class _Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 server.requests.append(self.path)
                 name = self.path.rsplit("/", 1)[-1]
                 pid = name.split("-")[0].split(".")[0].lower()

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affinity_vae.evaluate.plots import class_colors, draw_embedding, draw_heatmap, plt, save
+from affinity_vae.evaluate.plots import (
+    class_colors,
+    draw_embedding,
+    draw_heatmap,
+    plt,
+    save,
+)
 
 
 def draw_prior_vs_learned(axes: Sequence[plt.Axes], affinity: pd.DataFrame,

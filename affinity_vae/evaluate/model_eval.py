@@ -15,8 +15,12 @@ import torch
 from affinity_vae.evaluate import figs, interpolate, pose
 from affinity_vae.evaluate.encode import encode
 from affinity_vae.evaluate.latents import block, latents_frame
-from affinity_vae.evaluate.run import (analyse_latents, read_affinity, read_manifest,
-                                       write_json)
+from affinity_vae.evaluate.run import (
+    analyse_latents,
+    read_affinity,
+    read_manifest,
+    write_json,
+)
 from affinity_vae.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,19 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import spearmanr
 
 from affinity_vae.rotation import zxz_to_matrix
-from affinity_vae.symmetry import (E_Z, best_elements, chordal_mean, class_point_groups,
-                                   group_rotations, is_axial, is_spherical, parse_point_group,
-                                   rotation_to_axis, symmetric_error, symmetric_representative)
+from affinity_vae.symmetry import (
+    E_Z,
+    best_elements,
+    chordal_mean,
+    class_point_groups,
+    group_rotations,
+    is_axial,
+    is_spherical,
+    parse_point_group,
+    rotation_to_axis,
+    symmetric_error,
+    symmetric_representative,
+)
 
 __all__ = ["class_point_groups", "fit_frame", "pose_report_3d", "pose_scores", "pose_star_table",
            "probe_errors", "probe_scores", "relion_angles", "spearman_pose", "symmetric_error",
@@ -205,7 +215,7 @@ def pose_scores(pred: np.ndarray, true: np.ndarray, labels: Sequence[str],
             pooled["pred_c1"].append(err)
             pooled["rand_c1"].append(rand)
     cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
-    med = lambda a: float(np.median(a)) if len(a) else None  # noqa: E731
+    med = lambda a: float(np.median(a)) if len(a) else None
     res = _summary(cat["pred"]) | {"random_median_error_deg": med(cat["rand"]),
                                    "true_median_error_deg": med(cat["true"])}
     asym = _summary(cat["pred_c1"])

@@ -10,8 +10,8 @@ from torch import nn
 
 from affinity_vae.imaging import forward_transfer
 from affinity_vae.model import gmd
-from affinity_vae.model.pose_head import sixd_to_matrix
 from affinity_vae.model.encoder import conv_layers, filters
+from affinity_vae.model.pose_head import sixd_to_matrix
 from affinity_vae.wedge import fourier_grid
 
 

@@ -7,8 +7,13 @@ import math
 import torch
 from torch import nn
 
-from affinity_vae.model.pose_head import (RotationBranch, gaussian_transfer, matrix_to_sixd,
-                                          moment_frame, soft_sphere)
+from affinity_vae.model.pose_head import (
+    RotationBranch,
+    gaussian_transfer,
+    matrix_to_sixd,
+    moment_frame,
+    soft_sphere,
+)
 
 
 def conv_layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:

@@ -24,12 +24,23 @@ import pandas as pd
 
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import write_volume
-from affinity_vae.structures.checks import check_structures_config, check_symmetry_config
-from affinity_vae.structures.density import (centre_map, model_density, probe_rotations,
-                                             self_correlation)
+from affinity_vae.structures.checks import (
+    check_structures_config,
+    check_symmetry_config,
+)
+from affinity_vae.structures.density import (
+    centre_map,
+    model_density,
+    probe_rotations,
+    self_correlation,
+)
 from affinity_vae.structures.generate import class_names, generate_molecule
-from affinity_vae.structures.sources import (ClassSource, molecule_to_structure, read_dir,
-                                             read_rcsb)
+from affinity_vae.structures.sources import (
+    ClassSource,
+    molecule_to_structure,
+    read_dir,
+    read_rcsb,
+)
 
 log = logging.getLogger(__name__)
 
