@@ -148,12 +148,6 @@ def group_rotations(name: str) -> np.ndarray:
     return _group_rotations(parse_point_group(name)).copy()
 
 
-def group_order(name: str) -> float:
-    """Number of elements; inf for the continuous groups Cinf, Dinf and K."""
-    g = parse_point_group(name)
-    return float("inf") if g in ("Cinf", "Dinf", "K") else float(len(_group_rotations(g)))
-
-
 def class_point_groups(manifest: Any, classes: Sequence[str],
                        source: str = "structures/manifest.csv") -> dict[str, str]:
     """{class: point group} from a manifest table (pandas DataFrame with columns ``class`` and

@@ -32,6 +32,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from affinity_vae.data import TrainingData
+from affinity_vae.evaluate.averages import density_in_box
 from affinity_vae.evaluate.encode import encode
 from affinity_vae.evaluate.pose import pose_scores
 from affinity_vae.rotation import rotate_volume
@@ -54,24 +55,13 @@ def templates(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return dens, groups
 
 
-def in_box(vol: np.ndarray, n: int) -> np.ndarray:
-    """Crop or zero-pad a density about its centre voxel d // 2 onto voxel n // 2 of n^3."""
-    out = np.zeros((n, n, n), np.float32)
-    d = vol.shape[0]
-    lo_in, lo_out = max(0, d // 2 - n // 2), max(0, n // 2 - d // 2)
-    m = min(d - lo_in, n - lo_out)
-    out[lo_out:lo_out + m, lo_out:lo_out + m, lo_out:lo_out + m] = \
-        vol[lo_in:lo_in + m, lo_in:lo_in + m, lo_in:lo_in + m]
-    return out
-
-
 def particles(dens: dict[str, np.ndarray], per_class: int, snr: float | None, seed: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (N, n, n, n) float32 z-scored, labels (N,), true rotations (N, 3, 3)."""
     rng = np.random.default_rng(seed)
     boxes, labels, rots = [], [], []
     for c, vol in dens.items():
-        base = in_box(vol, BOX)
+        base = density_in_box(vol, VOXEL, BOX, VOXEL)
         rs = Rotation.random(per_class, random_state=rng.integers(2**31)).as_matrix()
         for r in rs:
             b = rotate_volume(base, r)

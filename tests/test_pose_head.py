@@ -7,12 +7,11 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from affinity_vae.data import TrainingData, rotate_volumes
+from affinity_vae.data import TrainingData
 from affinity_vae.errors import InputError
 from affinity_vae.model.pose_head import (
     RotationBranch,
     gaussian_transfer,
-    matrix_to_axis_angle,
     matrix_to_sixd,
     moment_frame,
     project_to_so3,
@@ -45,15 +44,6 @@ def test_svd_projection_is_the_nearest_rotation():
     assert torch.allclose(torch.det(project_to_so3(reflected)), torch.ones(10), atol=1e-5)
 
 
-def test_axis_angle_output_matches_scipy():
-    r = _rots(50, 2).double()
-    r[0] = torch.eye(3, dtype=torch.float64)
-    r[1] = torch.from_numpy(Rotation.from_rotvec([0, np.pi, 0]).as_matrix())
-    aa = matrix_to_axis_angle(r).numpy()
-    back = Rotation.from_rotvec(aa[:, 1:] * aa[:, :1]).as_matrix()
-    assert np.allclose(back, r.numpy(), atol=1e-5)
-
-
 def test_consistency_loss_is_zero_only_for_an_equivariant_output():
     v1 = 2.0 * _rots(8, 3)
     g = _rots(8, 4)
@@ -63,18 +53,31 @@ def test_consistency_loss_is_zero_only_for_an_equivariant_output():
     assert rotation_consistency_loss(skew, g @ skew, g).item() > 0.01
 
 
-def test_branch_turns_with_its_input_by_construction_of_the_positions():
-    """With every conv replaced by the identity-like response of a point, the output vectors
-    are the positions of the point: a point moved by a 90-degree turn about z moves them."""
-    torch.manual_seed(0)
-    branch = RotationBranch((16, 16, 16), channels=4, lowpass_sigma=0).eval()
-    x = torch.zeros(1, 1, 16, 16, 16)
-    x[0, 0, 8, 8, 12] = 1.0                        # (x, y, z) offset (4, 0, 0) from the centre
-    g = torch.from_numpy(Rotation.from_euler("z", 90, degrees=True).as_matrix()).float()
-    xr = rotate_volumes(x, g[None])
-    assert xr[0, 0, 8, 12, 8] == pytest.approx(1.0, abs=1e-5)   # now at (0, 4, 0)
-    v, vr = branch(x), branch(xr)
-    assert v.shape == (1, 3, 3) and torch.isfinite(v).all() and not torch.allclose(v, vr)
+def test_branch_vectors_are_map_weighted_positions_from_the_centre_voxel():
+    """With the conv stack replaced by a map that is 1 at one grid cell, every output vector is
+    that cell's position measured from voxel n // 2 (in box radii); turning the map's cell by a
+    rotation turns the vectors with it: the construction that makes the branch equivariant."""
+    n = 16
+    branch = RotationBranch((n, n, n), channels=4, lowpass_sigma=0).eval()
+    g = n // 4                                       # the coarse grid: cell i at voxel 4 i
+
+    class OneHot(torch.nn.Module):
+        def __init__(self, cell):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, _h):
+            w = torch.zeros(1, 3, g, g, g)
+            w[0, :, self.cell[0], self.cell[1], self.cell[2]] = 1.0
+            return w
+
+    branch.net = OneHot((2, 2, 3))                  # voxel (z, y, x) = (8, 8, 12): (4, 0, 0)
+    v = branch(torch.zeros(1, 1, n, n, n))[0]
+    assert torch.allclose(v, torch.tensor([0.5, 0.0, 0.0]).view(3, 1).expand(3, 3))
+    branch.net = OneHot((2, 3, 2))                  # the same cell turned 90 degrees about z
+    vr = branch(torch.zeros(1, 1, n, n, n))[0]
+    rz = torch.from_numpy(Rotation.from_euler("z", 90, degrees=True).as_matrix()).float()
+    assert torch.allclose(vr, rz @ v, atol=1e-6)
 
 
 def test_rotation_head_model_gives_rotations_and_bad_boxes_are_refused():

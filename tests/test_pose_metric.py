@@ -207,3 +207,24 @@ def test_star_angles_are_in_the_structure_frame_and_match_the_pipeline_conventio
     assert np.allclose(relion_to_matrix(ang), true, atol=1e-6)
     assert np.allclose(ang, table[["rlnAngleRotPrior", "rlnAngleTiltPrior",
                                    "rlnAnglePsiPrior"]].to_numpy())
+
+
+def test_pose_star_axis_angle_is_the_exported_rotation():
+    """The paper's axis-angle columns of poses.star describe the same rotation as its RELION
+    angles (both in the structure frame when the class frame Q is known)."""
+    import pandas as pd
+
+    from affinity_vae.evaluate.pose import pose_star_table
+    from affinity_vae.rotation import relion_to_matrix
+    rot = Rotation.random(6, random_state=3).as_matrix()
+    q = Rotation.random(random_state=4).as_matrix()
+    lat = pd.DataFrame({"tomogram": "t", "x": 0.0, "y": 0.0, "z": 0.0,
+                        "class": ["a"] * 3 + ["b"] * 3, "split": "test"})
+    t = pose_star_table(lat, rot, frames={"a": q})
+    aa = t[["avaeRotationAxisX", "avaeRotationAxisY", "avaeRotationAxisZ"]].to_numpy()
+    from_aa = Rotation.from_rotvec(aa * np.radians(t[["avaeRotationAngleDeg"]].to_numpy())
+                                   ).as_matrix()
+    from_relion = relion_to_matrix(t[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy())
+    assert np.allclose(from_aa, from_relion, atol=1e-6)
+    assert np.allclose(from_aa[:3], rot[:3] @ q, atol=1e-6)
+    assert np.allclose(from_aa[3:], rot[3:], atol=1e-6)

@@ -347,7 +347,8 @@ def pose_star_table(latents: pd.DataFrame, rot: np.ndarray, errors: np.ndarray |
             uses; other classes keep the model's own frame.
     Columns: rlnTomoName, rlnCoordinateX/Y/Z, rlnAngleRot/Tilt/Psi and the prior columns
     rlnAngleRotPrior/TiltPrior/PsiPrior (the same angles), avaeClass, avaeSplit,
-    avaeInStructureFrame, avaeAngularErrorDeg (when errors are given).
+    avaeInStructureFrame, the paper's axis-angle form of the same rotation
+    (avaeRotationAngleDeg, avaeRotationAxisX/Y/Z), avaeAngularErrorDeg (when errors are given).
     """
     rot = np.array(rot, float)
     labels = latents["class"].to_numpy(object)
@@ -357,6 +358,9 @@ def pose_star_table(latents: pd.DataFrame, rot: np.ndarray, errors: np.ndarray |
         rot[m] = rot[m] @ np.asarray(q, float)
         in_frame |= m
     ang = relion_angles(rot)
+    rotvec = Rotation.from_matrix(rot).as_rotvec()
+    theta = np.linalg.norm(rotvec, axis=1)
+    axis = rotvec / np.where(theta > 0, theta, 1.0)[:, None]
     out = pd.DataFrame({
         "rlnTomoName": latents["tomogram"].to_numpy(),
         "rlnCoordinateX": latents["x"].to_numpy(), "rlnCoordinateY": latents["y"].to_numpy(),
@@ -366,6 +370,8 @@ def pose_star_table(latents: pd.DataFrame, rot: np.ndarray, errors: np.ndarray |
         "rlnAnglePsiPrior": ang[:, 2],
         "avaeClass": labels, "avaeSplit": latents["split"].to_numpy(),
         "avaeInStructureFrame": in_frame.astype(int),
+        "avaeRotationAngleDeg": np.degrees(theta), "avaeRotationAxisX": axis[:, 0],
+        "avaeRotationAxisY": axis[:, 1], "avaeRotationAxisZ": axis[:, 2],
     })
     if errors is not None:
         out["avaeAngularErrorDeg"] = errors

@@ -48,21 +48,6 @@ def sixd_to_matrix(six: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return torch.stack([c1, c2, c3], dim=2)
 
 
-def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (N, 3, 3) -> the paper's pose (N, 4) = (theta in radians, unit axis)
-    (for output only; theta in [0, pi])."""
-    cos = ((rot.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1.0, 1.0)
-    axis = torch.stack([rot[:, 2, 1] - rot[:, 1, 2], rot[:, 0, 2] - rot[:, 2, 0],
-                        rot[:, 1, 0] - rot[:, 0, 1]], dim=1)
-    n = axis.norm(dim=1, keepdim=True)
-    # near theta = pi the antisymmetric part vanishes: take the axis from R + I instead
-    sym = rot + torch.eye(3, dtype=rot.dtype, device=rot.device)
-    col = sym.gather(2, sym.diagonal(dim1=1, dim2=2).argmax(1).view(-1, 1, 1).expand(-1, 3, 1))
-    alt = F.normalize(col.squeeze(-1), dim=1)
-    axis = torch.where(n > 1e-6, axis / n.clamp_min(1e-12), alt)
-    return torch.cat([torch.acos(cos).unsqueeze(1), axis], dim=1)
-
-
 def gaussian_transfer(box: tuple[int, int, int], sigma: float) -> torch.Tensor | None:
     """Fourier transfer function (D, H, W // 2 + 1) of a Gaussian blur of ``sigma`` voxels on
     the rfftn grid, or None for sigma 0: exp(-2 pi^2 sigma^2 |k|^2), k in cycles/voxel."""
