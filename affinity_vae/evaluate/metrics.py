@@ -1,8 +1,16 @@
-"""Classification metrics: per-class precision/recall/F1, macro/micro, group F1, confusion matrices.
+"""Classification metrics: per-class precision/recall/F1, macro/micro, group scores, confusions.
 
-Group F1: every class of a grouping scheme is mapped to its group (classes outside the scheme keep
-their own name), the true and predicted labels are mapped the same way, and a group's F1 is the
-F1 of that group as one label -- "the particle landed in the right family".
+Two group scores, both keyed ``<scheme>/<group>`` (schemes: ``size``, ``structure``, ``family``,
+``user``; see :func:`build_groups`):
+
+* **Group F1 (the paper's scoring, Table 1)** -- :func:`group_f1` / :func:`mean_f1_by_group`:
+  the mean of the per-class F1 of the group's classes present among the test labels. Confusing
+  two classes of the same group lowers it. This is ``metrics.json["groups"]``.
+* **Merged-label group F1** -- :func:`merged_group_f1`: every class of a scheme is mapped to its
+  group (classes outside the scheme keep their own name), true and predicted labels alike, and a
+  group's score is the F1 of that group as one label: a confusion inside a group counts as
+  correct ("the particle landed in the right family"). This is ``metrics.json["groups_merged"]``;
+  it is not what the paper reports.
 """
 
 from __future__ import annotations
@@ -22,6 +30,37 @@ SHREC_SIZE_GROUPS: dict[str, list[str]] = {
     "medium": ["3d2f", "1u6g", "3cf3", "1bxn", "1qvr"],
     "large": ["4cr2", "5mrc"],
 }
+"""SHREC 2021 size groups (Gubins et al. 2021), the rows of the paper's Table 1 (lower case)."""
+
+PAPER_STRUCTURAL_GROUPS: dict[str, list[str]] = {
+    "i": ["1s3x", "3qm1", "3gl1"],
+    "ii": ["3h84", "2cg9", "3d2f", "1u6g"],
+    "iii": ["3cf3", "1bxn", "1qvr"],
+    "iv": ["4cr2", "5mrc"],
+}
+"""The paper's four structural groups (Affinity-VAE, section 4.2), named by the paper's own
+numerals (i)-(iv); members verbatim, lower case. ``evaluate.structural_groups`` defaults to these
+(workflow/schemas/evaluate.schema.yaml; a test checks the two agree)."""
+
+
+def mean_f1_by_group(per_class_f1: Mapping[str, float],
+                     groups: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """The paper's group score: per group, the mean per-class F1 of its classes present.
+
+    Args:
+        per_class_f1: {class: F1} of the classes present among the test labels.
+        groups: {group: [class, ...]}; class names are matched case-insensitively.
+    Returns:
+        {group: mean F1 of the group's members found in ``per_class_f1``}; groups with no
+        present member are omitted.
+    """
+    f1 = {str(c).lower(): float(v) for c, v in per_class_f1.items()}
+    out: dict[str, float] = {}
+    for g, members in groups.items():
+        vals = [f1[m] for m in dict.fromkeys(str(m).lower() for m in members) if m in f1]
+        if vals:
+            out[g] = float(np.mean(vals))
+    return out
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str],
@@ -76,9 +115,34 @@ def build_groups(classes: Sequence[str], manifest: pd.DataFrame | None,
     return {k: v for k, v in schemes.items() if len(set(v.values())) >= 2}
 
 
-def group_f1(y_true: Sequence[str], y_pred: Sequence[str],
+def group_f1(per_class: Mapping[str, Mapping[str, float] | float],
              schemes: Mapping[str, Mapping[str, str]]) -> dict[str, float]:
-    """F1 of every group, keyed ``<scheme>/<group>`` (see module docstring)."""
+    """The paper's group scores of every scheme, keyed ``<scheme>/<group>``.
+
+    Args:
+        per_class: ``classification_metrics(...)["per_class"]`` ({class: {f1, ...}}) or
+            {class: F1}; only the classes present among the test labels.
+        schemes: {scheme: {class: group}} from :func:`build_groups`.
+    Returns:
+        {"<scheme>/<group>": mean per-class F1 of the group's present classes}.
+    """
+    f1 = {c: float(v["f1"]) if isinstance(v, Mapping) else float(v)
+          for c, v in per_class.items()}
+    out: dict[str, float] = {}
+    for scheme, mapping in schemes.items():
+        lists: dict[str, list[str]] = {}
+        for c, g in mapping.items():
+            lists.setdefault(g, []).append(c)
+        scores = mean_f1_by_group(f1, lists)
+        out.update({f"{scheme}/{g}": scores[g] for g in sorted(scores)})
+    return out
+
+
+def merged_group_f1(y_true: Sequence[str], y_pred: Sequence[str],
+                    schemes: Mapping[str, Mapping[str, str]]) -> dict[str, float]:
+    """Merged-label group F1, keyed ``<scheme>/<group>``: a confusion inside a group counts as
+    correct (each group's classes merged into one label; see module docstring). Not the paper's
+    score -- that is :func:`group_f1`."""
     out: dict[str, float] = {}
     for scheme, mapping in schemes.items():
         t = np.array([mapping.get(c, f"~{c}") for c in y_true], dtype=object)

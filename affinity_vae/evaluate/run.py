@@ -126,7 +126,8 @@ def analyse_latents(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.Data
     res["classifier"] = info
     schemes = metrics.build_groups(classes, manifest, cfg.get("structural_groups", {}),
                                    cfg.get("groups", {}))
-    res["groups"] = metrics.group_f1(labels[test], pred, schemes)
+    res["groups"] = metrics.group_f1(res["per_class"], schemes)  # the paper's scoring
+    res["groups_merged"] = metrics.merged_group_f1(labels[test], pred, schemes)
     if "predictions" in out:
         pt = lat.loc[test, ["tomogram", "stack_index", "x", "y", "z", "class"]].copy()
         pt["predicted"] = pred
