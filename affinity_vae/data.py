@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from affinity_vae.classnames import align_names
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.io.star import read_star
@@ -70,7 +71,8 @@ def load_subtomos(stacks: Sequence[str | os.PathLike], stars: Sequence[str | os.
 
 def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.DataFrame:
     """The affinity matrix (square DataFrame, class names on both axes, the file's order) after
-    checking that every one of ``classes`` is present.
+    checking that every one of ``classes`` is present; names match case-insensitively
+    (affinity_vae.classnames) and the matched rows take the spelling of ``classes``.
 
     Uses the affinity stage's validator (affinity_vae.affinity.read_affinity) when importable,
     else reads the contract CSV directly.
@@ -92,11 +94,16 @@ def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.
         if list(df.index) != list(df.columns) or not np.isfinite(df.to_numpy(float)).all():
             raise InputError(f"{path}: not a square affinity matrix with class names on both "
                              f"axes -- re-run `snakemake affinity`")
-    missing = [c for c in classes if c not in df.index]
+    try:
+        found, missing = align_names(classes, list(df.index))
+    except ValueError as err:
+        raise InputError(f"{path}: {err} (class names match case-insensitively) -- keep one "
+                         f"of them") from None
     if missing:
         raise InputError(f"{path}: affinity matrix lacks training class(es) {missing} -- add "
                          f"them to the matrix or list them in dataset.unseen_classes")
-    return df.astype(np.float64)
+    rename = {v: k for k, v in found.items()}  # the data's spelling of each class
+    return df.rename(index=rename, columns=rename).astype(np.float64)
 
 
 @dataclass

@@ -156,10 +156,11 @@ def class_point_groups(manifest: Any, classes: Sequence[str],
     if manifest is None or not {"class", "symmetry"} <= set(manifest.columns):
         log.info("%s has no 'symmetry' column: every class counts as C1", source)
         return {str(c): "C1" for c in classes}
-    table = dict(zip(manifest["class"].astype(str), manifest["symmetry"].astype(str)))
+    table = dict(zip(manifest["class"].astype(str).str.lower(),
+                     manifest["symmetry"].astype(str)))
     groups = {}
-    for c in classes:
-        value = table.get(str(c), "").strip()
+    for c in classes:  # class names match case-insensitively (affinity_vae.classnames)
+        value = table.get(str(c).lower(), "").strip()
         if not value:
             log.info("no point group for class %s in %s: it counts as C1", c, source)
             value = "C1"

@@ -260,6 +260,16 @@ def _montage_modes(grid: np.ndarray, modes: Sequence[str], names: Sequence[str],
     interpolate.montage(views, labels, path, title, mode="slice", dpi=dpi)
 
 
+def spelled_as(affinity: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The affinity matrix with its class names spelled as in ``names`` (the model's and the
+    particles' classes): names match case-insensitively (affinity_vae.classnames)."""
+    from affinity_vae.classnames import align_names
+
+    found, _ = align_names(names, list(affinity.index))
+    rename = {v: k for k, v in found.items()}
+    return affinity.rename(index=rename, columns=rename)
+
+
 def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str],
                      affinity_path: str, manifest_path: str | None, out: Mapping[str, str],
                      cfg: Mapping[str, Any], seed: int, device: str = "auto", dpi: int = 150,
@@ -286,6 +296,7 @@ def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str
     log.info("%s: encoding %d particles on %s", meta.get("variant"), len(X), device)
     mu, logvar, P = encode(model, X, int(cfg.get("batch_size", 256)), device)
     lat = latents_frame(table, mu, logvar, P)
+    affinity = spelled_as(affinity, list(dict.fromkeys(classes + list(lat["class"]))))
     with atomic_path(out["latents"]) as tmp:
         lat.to_parquet(tmp, index=False)
     label = "aVAE" if meta.get("variant", "avae") == "avae" else "beta-VAE"

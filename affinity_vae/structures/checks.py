@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from affinity_vae.classnames import class_key
 from affinity_vae.errors import InputError
 
 PDB_ID = re.compile(r"^[0-9][A-Za-z0-9]{3}$")
@@ -18,14 +19,17 @@ MAP_SUFFIXES = (".mrc", ".map")
 
 
 def split_name(path: Path) -> tuple[str, str] | None:
-    """(class name, "model" | "map") of a structure file name, or None for other files."""
+    """(class name, "model" | "map") of a structure file name, or None for other files.
+
+    The class name is the file stem's :func:`affinity_vae.classnames.class_key` (lower case):
+    ``1BXN.mrc`` and ``1bxn.pdb`` are one class, ``1bxn``, in every file the pipeline writes."""
     low = path.name.lower()
     for suf in MODEL_SUFFIXES:
         if low.endswith(suf):
-            return path.name[: -len(suf)], "model"
+            return class_key(path.name[: -len(suf)]), "model"
     for suf in MAP_SUFFIXES:
         if low.endswith(suf):
-            return path.name[: -len(suf)], "map"
+            return class_key(path.name[: -len(suf)]), "map"
     return None
 
 

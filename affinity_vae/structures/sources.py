@@ -17,6 +17,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
+from affinity_vae.classnames import class_key
 from affinity_vae.errors import InputError
 from affinity_vae.io.atomic import atomic_path
 from affinity_vae.io.mrc import read_volume
@@ -167,7 +168,10 @@ def find_dir_files(folder: str | os.PathLike) -> dict[str, dict[str, Path]]:
 
 
 def select(names: list[str], classes: list[str], exclude: list[str], where: str) -> list[str]:
-    """Apply structures.classes / structures.exclude to the available class names."""
+    """Apply structures.classes / structures.exclude (case-insensitive) to the available class
+    names (already :func:`affinity_vae.classnames.class_key` keys)."""
+    classes = [class_key(c) for c in classes]
+    exclude = [class_key(c) for c in exclude]
     if classes:
         missing = [c for c in classes if c not in names]
         if missing:
