@@ -194,6 +194,11 @@ def test_analyse_latents_writes_consistent_results(tmp_path):
     res = analyse_latents(lat, CLASSES, aff, CFG, 0, out, None, dpi=50, label="test")
     assert res["macro_f1"] == 1.0
     assert res["affinity_pearson_r"] > 0.98
+    att = res["affinity_attainable"]  # the training classes' prior: positive definite, rank 5
+    assert att["latent_dims"] == lat.filter(like="mu_").shape[1] and att["rank_needed"] == 5
+    assert att["psd"] and att["best_pearson_r"] == pytest.approx(1.0)
+    assert att["best_pearson_r"] >= res["affinity_pearson_r"]
+    assert res["groups_merged"] == {} == res["groups"]  # no SHREC class, no family manifest
     assert res["unseen"][UNSEEN]["nearest_training_class"] == "ring6"
     assert res["unseen_agreement"] == 1.0
     sim = pd.read_csv(out["similarity"], index_col=0)
@@ -207,7 +212,8 @@ def test_analyse_latents_writes_consistent_results(tmp_path):
     merged = summarise({"avae": tmp_path / "avae" / "metrics.json",
                         "bvae": tmp_path / "bvae" / "metrics.json"}, tmp_path / "m.json")
     assert merged["baseline"]["macro_f1"] == 0.5 and merged["macro_f1"] == 1.0
-    for key in ("macro_f1", "accuracy", "per_class", "groups", "affinity_pearson_r", "unseen"):
+    for key in ("macro_f1", "accuracy", "per_class", "groups", "groups_merged",
+                "affinity_pearson_r", "affinity_attainable", "unseen"):
         assert key in json.loads((tmp_path / "m.json").read_text())
 
 

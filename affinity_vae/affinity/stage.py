@@ -14,8 +14,15 @@ from typing import Any
 import pandas as pd
 
 from affinity_vae.affinity.inputs import ClassSet, read_structures_dir
-from affinity_vae.affinity.matrix import (apply_overrides, apply_scale, plot_heatmap,
-                                          read_affinity, validate_matrix, write_affinity)
+from affinity_vae.affinity.matrix import (
+    apply_overrides,
+    apply_scale,
+    plot_heatmap,
+    read_affinity,
+    validate_matrix,
+    write_affinity,
+)
+from affinity_vae.attainable import is_psd, mean_condition
 from affinity_vae.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,24 @@ def final_matrix(source: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     return df
 
 
+def warn_unattainable(df: pd.DataFrame) -> str | None:
+    """Log (and return) one warning line when no set of unit latent vectors can have the matrix
+    (n, n) as cosines: not PSD, or mean off-diagonal below -1/(n-1); None when it can (up to
+    rank; evaluate reports ``affinity_attainable`` with the model's latent dims)."""
+    psd, min_eig = is_psd(df.to_numpy())
+    ok_mean, mean, bound = mean_condition(df.to_numpy())
+    if psd and ok_mean:
+        return None
+    why = [] if ok_mean else [f"mean off-diagonal {mean:.2f} < -1/(n-1) = {bound:.2f}"]
+    if not psd:
+        why.append(f"not positive semi-definite (min eigenvalue {min_eig:.3g})")
+    msg = (f"final affinity matrix of {len(df)} classes is not attainable by latent cosine "
+           f"similarities: {'; '.join(why)} -- training can only approach it (see "
+           f"affinity_attainable in eval/metrics.json)")
+    log.warning(msg)
+    return msg
+
+
 def main(smk: Any) -> None:
     """Rule ``affinity_method``: input structures folder; output ``{method}.csv`` + ``.png``."""
     method = smk.wildcards.method
@@ -83,6 +108,7 @@ def main_matrix(smk: Any) -> None:
     else:
         source = read_affinity(smk.input.matrix, scale="unit")
     df = final_matrix(source, cfg)
+    warn_unattainable(df)
     write_affinity(df, smk.output.csv)
     plot_heatmap(df, smk.output.png, title=f"affinity ({cfg['method']}, scale {cfg['scale']})",
                  scale="unit" if cfg["scale"] == "unit" else "signed")

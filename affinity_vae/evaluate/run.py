@@ -1,7 +1,7 @@
 """Orchestration of the evaluate rules: one variant (``evaluate_variant``) and the summary.
 
-:func:`analyse_latents` is torch-free (classification, groups, confusion, prior vs learned,
-unseen placement, embeddings) and is what the tests drive with synthetic latents;
+:func:`analyse_latents` is torch-free (classification, group scores, confusion, prior vs learned
+and whether the prior is attainable in the latent dimensions, unseen placement, embeddings) and is what the tests drive with synthetic latents;
 :func:`evaluate_variant` adds encoding, pose metrics, subtomogram averages from the predicted
 poses (3D, when the pose is a rotation) and decoded interpolations.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from affinity_vae.attainable import attainability
 from affinity_vae.errors import InputError
 from affinity_vae.evaluate import classify, embed, figs, metrics, unseen
 from affinity_vae.evaluate.latents import block
@@ -148,6 +149,12 @@ def analyse_latents(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.Data
     res["affinity_pearson_r"] = unseen.offdiag_pearson(aff.loc[seen_order, seen_order],
                                                        sim.loc[seen_order, seen_order])
     res["affinity_pearson_r_all"] = unseen.offdiag_pearson(aff, sim)
+    train_order = [c for c in affinity.index if c in set(classes)]
+    res["affinity_attainable"] = attainability(affinity.loc[train_order, train_order].to_numpy(),
+                                               mu.shape[1])
+    log.info("%s prior vs learned: Pearson r %.3f (training classes); best reachable r %.3f "
+             "-- %s", label or "model", res["affinity_pearson_r"],
+             res["affinity_attainable"]["best_pearson_r"], res["affinity_attainable"]["note"])
     if "similarity" in out:
         write_csv(out["similarity"], sim)
     if "similarity_png" in out:
