@@ -140,6 +140,31 @@ def _checkpoints(folder: Path, key: str) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "rng", "generator", "history", "epoch")
+
+
+def newest_readable_checkpoint(folder: Path, key: str) -> tuple[dict, Path] | None:
+    """(checkpoint, path) of the newest readable checkpoint of this config hash, or None.
+
+    A checkpoint that cannot be read (truncated, not a torch file, keys missing) is renamed
+    ``<name>.unreadable`` with one warning line, and the previous one is tried: a damaged file
+    never blocks a re-run, and training resumes from the newest good state (or from scratch).
+    """
+    for _, path in reversed(_checkpoints(folder, key)):
+        try:
+            ck = load_checkpoint(path)
+            if not isinstance(ck, dict) or not all(k in ck for k in CHECKPOINT_KEYS):
+                raise ValueError("keys missing")
+        except Exception as exc:  # noqa: BLE001 (any damage: set the file aside, go on)
+            aside = path.with_name(path.name + ".unreadable")
+            path.replace(aside)
+            log.warning("%s: unreadable checkpoint (%s) moved to %s; resuming from the previous "
+                        "one", path, type(exc).__name__, aside.name)
+            continue
+        return ck, path
+    return None
+
+
 def random_rotations(n: int, max_angle: float, gen: torch.Generator) -> torch.Tensor:
     """n rotation matrices (n, 3, 3): uniform over SO(3) when ``max_angle`` >= 180 degrees
     (data.random_rotation_matrices), else a uniform random axis with an angle uniform in
@@ -276,9 +301,8 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     if folder is not None:
         for stale in folder.glob(".ckpt-*.tmp-*"):  # half-written by a killed run
             stale.unlink(missing_ok=True)
-    if folder is not None and (found := _checkpoints(folder, key)):
-        epoch, path = found[-1]
-        ck = load_checkpoint(path)
+    if folder is not None and (ck_path := newest_readable_checkpoint(folder, key)):
+        ck, path = ck_path
         load_state(model, ck["model"], path)
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])

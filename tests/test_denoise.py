@@ -142,16 +142,61 @@ def test_unknown_model_is_one_line_naming_the_valid_ones(tmp_path):
 def test_bad_model_file_is_an_input_error(tmp_path):
     bogus = tmp_path / "my_model.sav"
     bogus.write_text("not a model")
-    with pytest.raises(InputError, match="cannot load"):
+    with pytest.raises(InputError, match="not a weights-only model file"):
         load_model(str(bogus))
 
 
-def test_user_trained_model_file_loads(model, tmp_path):
-    path = tmp_path / "unet-3d-mine.sav"
-    torch.save(model, path)
+def test_user_trained_weights_load_into_a_network_this_code_builds(model, tmp_path):
+    path = tmp_path / "unet-3d-mine.pt"
+    torch.save(model.state_dict(), path)
     mine = load_model(str(path))
     assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
                                                  model.state_dict().values()))
+
+
+def test_a_full_pickled_model_is_refused_unless_allowed(model, tmp_path):
+    path = tmp_path / "unet-3d-mine.sav"
+    torch.save(model, path)  # topaz's own format: the whole module pickled
+    with pytest.raises(InputError, match="denoise.allow_pickle") as err:
+        load_model(str(path))
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    mine = load_model(str(path), allow_pickle=True)
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
+                                                 model.state_dict().values()))
+
+
+class _Payload:
+    """Unpickling this object would create ``marker``: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("saver", ["torch", "pickle"])
+def test_a_malicious_model_file_never_runs(tmp_path, saver):
+    import pickle
+
+    marker, path = tmp_path / "code-ran", tmp_path / "model.sav"
+    if saver == "torch":
+        torch.save({"enc1.0.weight": _Payload(marker)}, path)
+    else:
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(InputError, match="could run code"):
+        load_model(str(path))
+    with pytest.raises(InputError, match="could run code"):
+        denoise_file(_noisy_file(tmp_path), tmp_path / "out.mrc", Settings(model=str(path)))
+    assert not marker.exists() and not (tmp_path / "out.mrc").exists()
+
+
+def _noisy_file(tmp_path):
+    src = tmp_path / "t.mrc"
+    write_volume(src, noisy_volume((32, 32, 32)), 10.0)
+    return src
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # mrcfile/numpy on writing NaN
@@ -191,6 +236,6 @@ def test_config_defaults():
     cfg: dict = {}
     check_config(cfg, REPO / "workflow/schemas/config.schema.yaml")
     assert cfg["denoise"] == {"enabled": True, "model": "unet-3d-10a", "patch_size": 128,
-                              "padding": None, "device": None}
+                              "padding": None, "device": None, "allow_pickle": False}
     s = Settings.from_config(cfg["denoise"], cfg["device"])
     assert s.device == "auto" and s.patch_size == 128

@@ -206,3 +206,55 @@ def test_variant_configs_baseline_is_gamma0_pose0():
     m, t = variant_configs({"pose_dims": 3, "latent_dims": 12}, {"epochs": 7}, "bvae")
     assert m == {"pose_dims": 0, "latent_dims": 12}
     assert t["gamma"]["max"] == 0 and t["epochs"] == 7
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_torch", "malicious"])
+def test_an_unreadable_newest_checkpoint_is_set_aside_and_training_resumes(
+        dataset, tmp_path, monkeypatch, caplog, damage):
+    """A killed run whose newest checkpoint is damaged: the re-run moves it aside with one
+    warning, resumes from the previous one and ends with the uninterrupted run's weights. A
+    checkpoint whose unpickling would run code never runs it."""
+    import affinity_vae.train as tr
+
+    torch.set_num_threads(1)
+    folder, stacks, stars = dataset
+    data = training_data(*load_subtomos(stacks, stars), folder / "affinity.csv")
+    cfg = {"epochs": 4, "checkpoint_every": 1, "keep_checkpoints": 2, "batch_size": 16}
+    ref, _ = fit(data, TINY_MODEL, cfg, 3, None, progress=False)
+    ckdir = tmp_path / "ck"
+    orig, calls = tr.run_epoch, []
+
+    def dies_in_epoch_4(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the kill
+        return orig(*a, **k)
+
+    monkeypatch.setattr(tr, "run_epoch", dies_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, TINY_MODEL, cfg, 3, ckdir, progress=False)
+    monkeypatch.setattr(tr, "run_epoch", orig)
+    newest = max(ckdir.glob("ckpt-*-e*.pt"))
+    assert newest.name.endswith("e00003.pt")
+    marker = tmp_path / "code-ran"
+    if damage == "truncated":
+        newest.write_bytes(newest.read_bytes()[:1000])
+    elif damage == "not_torch":
+        newest.write_text("not a checkpoint")
+    else:
+        import pathlib
+        import pickle
+
+        class Payload:  # unpickling it would create the marker file
+            def __reduce__(self):
+                return (pathlib.Path.touch, (marker,))
+
+        newest.write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
+    with caplog.at_level("WARNING", logger="affinity_vae.train"):
+        model, hist = fit(data, TINY_MODEL, cfg, 3, ckdir, progress=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "unreadable checkpoint" in warnings[0]
+    assert (ckdir / (newest.name + ".unreadable")).exists() and not marker.exists()
+    assert list(hist.epoch) == [1, 2, 3, 4]
+    for (k, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)

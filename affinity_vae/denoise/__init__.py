@@ -12,6 +12,7 @@ Nothing here imports topaz or torch until a network is actually needed, so
 from __future__ import annotations
 
 import logging
+import pickle
 import shutil
 import time
 import warnings
@@ -40,12 +41,13 @@ class Settings:
     patch_size: int = 128
     padding: int | None = None
     device: str = "auto"
+    allow_pickle: bool = False
 
     @classmethod
     def from_config(cls, section: dict[str, Any], device: str = "auto") -> Settings:
         """From the config section; ``device: null`` there means the top-level ``device``."""
-        known = {k: section[k] for k in ("enabled", "model", "patch_size", "padding")
-                 if k in section}
+        known = {k: section[k] for k in ("enabled", "model", "patch_size", "padding",
+                                         "allow_pickle") if k in section}
         return cls(**known, device=section.get("device") or device)
 
 
@@ -101,22 +103,85 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(name: str, device: str = "cpu"):
-    """topaz's 3D U-Net (``UDenoiseNet3D``, eval mode) by pretrained name or model-file path."""
+PRETRAINED_FILES = {"unet-3d-10a": "unet-3d-10a-v0.2.4.sav",
+                    "unet-3d-20a": "unet-3d-20a-v0.2.4.sav"}  # inside topaz/pretrained/denoise
+
+
+def _state_dict(obj: Any, where: str) -> dict:
+    """The tensor dict of a weights-only load: a state dict, or one under 'state_dict'."""
+    import torch
+
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"config key 'denoise.model': {where} holds no state dict of tensors "
+                         f"-- save the network with torch.save(model.state_dict(), path)")
+    return obj
+
+
+def unet_from_state(state: dict, where: str):
+    """topaz's ``UDenoiseNet3D`` built by this code with the widths the state dict implies
+    (first conv weight (nf, 1, w, w, w)), its weights loaded strictly, in eval mode."""
+    from topaz.denoising.models import UDenoiseNet3D
+
+    first = state.get("enc1.0.weight")
+    if first is None or first.ndim != 5:
+        raise InputError(f"config key 'denoise.model': {where} is not a topaz 3D U-Net "
+                         f"(no 5D enc1.0.weight) -- use a 3D model trained with topaz")
+    model = UDenoiseNet3D(nf=int(first.shape[0]), base_width=int(first.shape[-1]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise InputError(f"config key 'denoise.model': {where} does not fit topaz's 3D U-Net "
+                         f"({first_line}) -- use a 3D model trained with topaz") from None
+    return model.eval()
+
+
+def load_model(name: str, device: str = "cpu", allow_pickle: bool = False):
+    """topaz's 3D U-Net (``UDenoiseNet3D``, eval mode) by pretrained name or model-file path.
+
+    No file is unpickled: the pretrained weights (topaz's package data) and a user's file are
+    read with ``torch.load(weights_only=True)`` as a state dict into a network this code builds.
+    A full pickled model (topaz's own ``torch.save(model)``; loading it can run arbitrary code)
+    is refused with one line unless ``allow_pickle`` (config ``denoise.allow_pickle``) is set.
+    """
+    import importlib.resources
+
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pkg_resources deprecation inside topaz
-        from topaz.denoise import Denoise3D
-
-        from affinity_vae.denoise.unet import check_unet
-
-        try:
-            model = Denoise3D(name, use_cuda=(device == "cuda"), dims=3).model
-            check_unet(model)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise InputError(f"config key 'denoise.model': cannot load '{name}' as a topaz 3D "
-                             f"denoising model ({exc}) -- use one of {', '.join(PRETRAINED)} "
-                             f"or a model file saved by topaz") from None
-    return model.eval()
+        if name in PRETRAINED:
+            res = importlib.resources.files("topaz").joinpath(
+                f"pretrained/denoise/{PRETRAINED_FILES[name]}")
+            with res.open("rb") as f:
+                state = torch.load(f, map_location="cpu", weights_only=True)
+            model = unet_from_state(_state_dict(state, name), name)
+        else:
+            path = Path(name)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                if not allow_pickle:
+                    raise InputError(
+                        f"config key 'denoise.model': {path} is not a weights-only model file "
+                        f"(a full pickle, or not a torch file), and unpickling it could run "
+                        f"code -- save the weights with torch.save(model.state_dict(), "
+                        f"'model.pt') and use that file, or set denoise.allow_pickle: true if "
+                        f"you trust this file") from None
+                log.warning("%s: loading a full pickle (denoise.allow_pickle: true)", path)
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+                obj = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
+            except (RuntimeError, EOFError, OSError, ValueError) as exc:
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise InputError(f"config key 'denoise.model': cannot load '{path}' as a topaz "
+                                 f"3D denoising model ({msg}) -- use one of "
+                                 f"{', '.join(PRETRAINED)} or a model file saved by topaz"
+                                 ) from None
+            model = unet_from_state(_state_dict(obj, str(path)), str(path))
+    return model.to(device).eval()
 
 
 def denoise_volume(vol: np.ndarray, model, patch_size: int = 128, padding: int | None = None,
@@ -156,7 +221,7 @@ def denoise_file(src: str | Path, dst: str | Path, settings: Settings, threads: 
 
     torch.set_num_threads(max(1, threads))
     device = resolve_device(settings.device)
-    model = load_model(settings.model, device)
+    model = load_model(settings.model, device, settings.allow_pickle)
     from affinity_vae.denoise.unet import exact_halos
 
     need = exact_halos(model).final
