@@ -141,7 +141,7 @@ def attainability(A: np.ndarray, latent_dims: int) -> dict:
     ok_mean, mean, bound = mean_condition(A)
     attainable = psd and rank <= L
     r = pearson_offdiag(A, A if attainable else nearest_realisable(A, L))
-    r_txt = "undefined (constant off-diagonals)" if not np.isfinite(r) else f"{r:.3f}"
+    r_txt = "undefined (constant off-diagonals)" if not np.isfinite(r) else f"{r:.4f}"
     if attainable:
         note = f"attainable: PSD, rank {rank} <= {L} latent dims"
     else:
@@ -152,9 +152,10 @@ def attainability(A: np.ndarray, latent_dims: int) -> dict:
         if not psd:
             why.append(f"not PSD (min eigenvalue {min_eig:.3g}): no unit vectors have these "
                        f"cosines in any dimension")
-        if rank > L:
+        if psd and rank > L:
             why.append(f"rank {rank} > {L} latent dims")
-        note = f"not attainable: {'; '.join(why)}; best reachable r {r_txt}"
+        head = "not exactly attainable" if psd else "not attainable"  # PSD: only the rank cap
+        note = f"{head}: {'; '.join(why)}; best reachable r {r_txt}"
     return {"psd": psd, "min_eigenvalue": min_eig, "rank_needed": rank, "latent_dims": L,
             "best_pearson_r": r, "mean_offdiag": mean, "mean_offdiag_bound": bound,
             "mean_condition": ok_mean, "attainable": attainable, "note": note}
