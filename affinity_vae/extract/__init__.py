@@ -1,11 +1,15 @@
 """Stage `extract`: cubic subtomogram boxes at the particle coordinates -> MRC stack + STAR.
 
-One job per tomogram (or one for a `subtomo_folder` import). The tomogram is memory-mapped and
-streamed: boxes are cut in z order, chunk by chunk, binned and normalised per chunk, and written
-to the output stack with positioned writes, while tomogram pages already used are handed back to
-the OS. Memory is bounded by ``extract.chunk_mb``, not by the tomogram or the particle count.
+One job per tomogram (or one for a `subtomo_folder` import). ``extract.source`` picks the
+paper's dataset variant: boxes cut from the (denoised) reconstruction (iii) or from the
+noise-free grandmodel (ii) -- both here -- or each particle rendered alone from its class density
+(i, ``isolated``: module ``isolated``). The tomogram is memory-mapped and streamed: boxes are
+cut in z order, chunk by chunk, binned and normalised per chunk, and written to the output stack
+with positioned writes, while tomogram pages already used are handed back to the OS. Memory is
+bounded by ``extract.chunk_mb``, not by the tomogram or the particle count.
 Modules: ``classes`` (settings, class filter, splits), ``boxes`` (cutting, binning, the stack
-writer); this one runs a tomogram or an import. Documentation: docs/extract.md.
+writer), ``isolated`` (variant i); this one runs a tomogram or an import.
+Documentation: docs/extract.md.
 
 Conventions:
     - A particle at voxel coordinate c (SHREC x y z, rounded half up) lands on voxel
@@ -22,8 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +36,54 @@ import pandas as pd
 from tqdm import tqdm
 
 from affinity_vae.errors import InputError
-from affinity_vae.extract.boxes import (StackWriter, bin_boxes, box_corners, check_voxel_size,
-                                        chunk_size, cut_boxes, inside, normalise_boxes,
-                                        scan_volume)
-from affinity_vae.extract.classes import (Settings, check_unseen, dataset_classes,
-                                          folder_splits, map_classes, tomogram_split)
+from affinity_vae.extract.boxes import (
+    StackWriter,
+    bin_boxes,
+    box_corners,
+    check_voxel_size,
+    chunk_size,
+    cut_boxes,
+    inside,
+    normalise_boxes,
+    scan_volume,
+)
+from affinity_vae.extract.classes import Settings as _ClassSettings
+from affinity_vae.extract.classes import (
+    check_unseen,
+    dataset_classes,
+    folder_splits,
+    map_classes,
+    tomogram_split,
+)
+from affinity_vae.extract.isolated import extract_isolated, render_isolated
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.io.shrec import read_particle_locations, read_shrec_folder
 from affinity_vae.io.star import particle_table, write_star
-from affinity_vae.io.subtomo_folder import find_particles, read_classes_csv, read_particle
+from affinity_vae.io.subtomo_folder import (
+    find_particles,
+    read_classes_csv,
+    read_particle,
+)
 from affinity_vae.rotation import zxz_to_relion
 
-__all__ = ["Settings", "bin_boxes", "dataset_classes", "extract_tomogram", "folder_splits",
-           "import_folder", "main", "map_classes", "relion_angles", "tomogram_split"]
+__all__ = ["Settings", "bin_boxes", "dataset_classes", "extract_isolated", "extract_tomogram",
+           "folder_splits", "import_folder", "main", "map_classes", "relion_angles",
+           "render_isolated", "tomogram_split"]
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings(_ClassSettings):
+    """The whole `extract` config section: the cutting settings of ``classes.Settings`` plus
+    ``isolated`` (the sub-section of extract.source isolated: ``{snr: float | None}``)."""
+
+    isolated: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def snr(self) -> float | None:
+        """extract.isolated.snr: per-box SNR of the noise added to isolated boxes (None: none)."""
+        snr = dict(self.isolated or {}).get("snr")
+        return None if snr is None else float(snr)
 
 
 def relion_angles(zxz: np.ndarray) -> np.ndarray:
@@ -206,6 +244,11 @@ def main(smk: Any) -> None:
     check_unseen(unseen, class_list, "the dataset")
     log.info("classes (rlnClassNumber 1..%d): %s; %s split: %s", len(class_list), class_list,
              tomo, split)
+    if s.source == "isolated":  # variant (i): no tomogram read
+        extract_isolated(smk.input.structures, smk.input.locations, smk.output.stack,
+                         smk.output.star, tomo, s, ds["voxel_size"], class_list, split, unseen,
+                         snr=s.snr, seed=int(smk.params.seed))
+        return
     folder = read_shrec_folder(Path(smk.input.locations).parent)  # frame, z padding, checks
     extract_tomogram(smk.input.tomogram, smk.input.locations, smk.output.stack,
                      smk.output.star, tomo, s, ds["voxel_size"], class_list, split, unseen,

@@ -68,6 +68,21 @@ def extract_tomogram(wildcards):
     return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
 
 
+def extract_inputs(wildcards):
+    """What a tomogram's boxes are made from: the class densities of the structures stage
+    (extract.source isolated: each particle rendered alone, no tomogram read), else the
+    volume of extract_tomogram."""
+    if config["extract"]["source"] == "isolated":
+        return {"structures": f"{RUN}/structures"}
+    return {"tomogram": extract_tomogram(wildcards)}
+
+
+def boxes_without_microscope():
+    """True when the boxes carry no CTF and no missing wedge: crops of the noise-free
+    grandmodel or particles rendered alone (extract.source grandmodel / isolated)."""
+    return config["extract"]["source"] in ("grandmodel", "isolated")
+
+
 def subtomo_folder_files(wildcards):
     """Every particle file (and classes.csv) of the imported folder, so changes re-run it."""
     if config["dataset"]["source"] != "subtomo_folder":
@@ -120,8 +135,8 @@ def data_tilt_range():
     The one place: simulate.tilt_range for simulated data, dataset.tilt_range for real data.
     """
     ds = config["dataset"]
-    if ds["source"] == "alphanumeric" or config["extract"]["source"] == "grandmodel":
-        return None  # 2D images, or crops of the noise-free volume: no missing wedge
+    if ds["source"] == "alphanumeric" or boxes_without_microscope():
+        return None  # 2D images, noise-free crops or isolated renders: no missing wedge
     if ds["source"] == "simulate":
         for key in ("tilt_range", "defocus_um"):
             if ds[key] is not None:
@@ -136,9 +151,10 @@ def data_tilt_range():
 def data_microscope():
     """CTF settings {defocus_um, voltage_kv, cs_mm, amplitude_contrast} of the data (simulate
     section, or the dataset keys for real data), or None when the defocus is unknown, the
-    data are 2D images or the boxes carry no CTF (extract.source grandmodel)."""
+    data are 2D images or the boxes carry no CTF (extract.source grandmodel or
+    isolated)."""
     ds = config["dataset"]
-    if ds["source"] == "alphanumeric" or config["extract"]["source"] == "grandmodel":
+    if ds["source"] == "alphanumeric" or boxes_without_microscope():
         return None
     src = config["simulate"] if ds["source"] == "simulate" else ds
     if src["defocus_um"] is None:

@@ -1,5 +1,6 @@
 # Stage `extract`: subtomogram boxes at the particle coordinates -> MRC stack + STAR, per tomogram
-# (or one `imported` stack for dataset.source subtomo_folder).
+# (or one `imported` stack for dataset.source subtomo_folder). extract.source isolated renders
+# each particle alone from the structures' densities instead of cutting a tomogram.
 
 
 ruleorder: extract_imported > extract_tomogram
@@ -27,7 +28,7 @@ rule extract_imported:
 
 rule extract_tomogram:
     input:
-        tomogram=extract_tomogram,
+        unpack(extract_inputs),
         locations=lambda wc: f"{tomogram_dir(wc.tomo)}/particle_locations.txt",
         all_locations=all_locations,
     output:
