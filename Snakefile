@@ -1,11 +1,21 @@
 # Affinity-VAE pipeline: tomograms -> denoise -> extract -> (affinity) -> train -> evaluate -> report.
 # Run `snakemake --cores all` (or `make demo`); see README.md for targets and configuration.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config is the default only: a --configfile of your own starts from the schema
+# defaults (workflow/schemas/), not from the demo's run name, classes or unseen_classes.
+# --config key=value overrides go on top of whichever config file is in use.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+elif "run" not in config:  # my.yaml -> results/my/, never the demo's results
+    config["run"] = os.path.splitext(os.path.basename(workflow.overwrite_configfiles[-1]))[0]
 
 
 report: "workflow/report/workflow.rst"

@@ -90,6 +90,8 @@ def _coerce(value: Any, schema: dict[str, Any], schema_dir: Path,
         return [_coerce(v, schema.get("items", {}), schema_dir, root) for v in value]
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and value.strip() in ("null", "~") and "null" in types:
+        return None  # `--config affinity='{path: null}'` means null, not the string "null"
     if isinstance(value, str) and types and "string" not in types:
         try:
             parsed = yaml.safe_load(value)

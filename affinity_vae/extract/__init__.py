@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,8 @@ from affinity_vae.extract.boxes import (
     normalise_boxes,
     scan_volume,
 )
-from affinity_vae.extract.classes import Settings as _ClassSettings
 from affinity_vae.extract.classes import (
+    Settings,
     check_unseen,
     dataset_classes,
     folder_splits,
@@ -70,20 +70,6 @@ __all__ = ["Settings", "bin_boxes", "dataset_classes", "extract_isolated", "extr
            "folder_splits", "import_folder", "main", "map_classes", "relion_angles",
            "render_isolated", "tomogram_split"]
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Settings(_ClassSettings):
-    """The whole `extract` config section: the cutting settings of ``classes.Settings`` plus
-    ``isolated`` (the sub-section of extract.source isolated: ``{snr: float | None}``)."""
-
-    isolated: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def snr(self) -> float | None:
-        """extract.isolated.snr: per-box SNR of the noise added to isolated boxes (None: none)."""
-        snr = dict(self.isolated or {}).get("snr")
-        return None if snr is None else float(snr)
 
 
 def relion_angles(zxz: np.ndarray) -> np.ndarray:

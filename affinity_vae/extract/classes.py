@@ -29,6 +29,13 @@ class Settings:
     class_case: str = "lower"
     classes: tuple[str, ...] | None = None
     chunk_mb: int = 32
+    isolated: dict[str, Any] = field(default_factory=dict)  # extract.isolated ({snr})
+
+    @property
+    def snr(self) -> float | None:
+        """extract.isolated.snr: per-box SNR of the noise added to isolated boxes (None: none)."""
+        snr = dict(self.isolated or {}).get("snr")
+        return None if snr is None else float(snr)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Settings:
