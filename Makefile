@@ -1,5 +1,6 @@
 # Two commands: `make demo` runs the whole pipeline on the embedded default config,
-# `make test` runs the test suite. Both create .venv on first use.
+# `make test` runs the test suite. Both create .venv on first use. `make paper` regenerates the
+# paper's experiments into results/paper/ (docs/paper.md).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ TORCH  ?= torch==2.13.0
 CORES  ?= all
 CONFIG ?= config/config.yaml
 
-.PHONY: demo test venv clean benchmark
+.PHONY: demo test venv clean benchmark paper paper-quick
 
 venv: $(BIN)/.installed
 
@@ -32,6 +33,23 @@ test: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests; fast=$$?; \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow $(SLOW_ORDER); slow=$$?; \
 	test $$fast -eq 0 -a $$slow -eq 0
+
+# The paper's SHREC runs (config/paper/) and Fig. 2, then results/paper/ (Table 1, fig2..fig7).
+# PAPER_STRUCTURES=DIR: a local folder of <id>.pdb/<id>.mrc in place of RCSB downloads;
+# PAPER_DATA=DIR: a real SHREC 2021 download in place of the simulated tomograms;
+# PAPER_CORES cores, PAPER_JOBS runs at a time after the first.
+PAPER_CORES      ?= 2
+PAPER_JOBS       ?= 2
+PAPER_STRUCTURES ?=
+PAPER_DATA       ?=
+PAPER_ARGS = --cores $(PAPER_CORES) --jobs $(PAPER_JOBS) \
+	$(if $(PAPER_STRUCTURES),--structures "$(PAPER_STRUCTURES)") $(if $(PAPER_DATA),--data "$(PAPER_DATA)")
+paper: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m affinity_vae.paper run $(PAPER_ARGS)
+
+# The reduced CI variant (tests/configs/paper_quick/): results/paper_quick/ in minutes.
+paper-quick: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m affinity_vae.paper run --quick $(PAPER_ARGS)
 
 benchmark: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks

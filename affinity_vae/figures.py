@@ -4,8 +4,12 @@ no retraining): everything is read from ``eval/`` and ``affinity/``.
 - fig2.png (2D data only, paper Fig. 2): (a) UMAP with seen and unseen classes, (b) pose sweep
   decoded per class and for the mean latent, (c) inferred pose vs true angle, (d) confusion.
 - fig3.png (Fig. 3): (a) the affinity prior, (b) UMAP of the aVAE latents, (c) pose sweep.
+- fig4.png (Fig. 4, 3D data with a pose channel): the decoded pose sweep of one class (2cg9 when
+  it is a training class, else the first), as z projections and central z slices.
+- fig5.png (Fig. 5, 3D data): the decoded linear latent interpolation between two class means.
 - fig6.png (Fig. 6): learned class-mean cosine similarity of aVAE and beta-VAE beside the prior,
-  with the Pearson r of the off-diagonal pairs.
+  with the Pearson r of the off-diagonal pairs (`make paper` adds the aVAE embedding and the
+  decoded class means: :func:`fig6` with ``emb`` and ``decoded``).
 - fig7.png (Fig. 7): normalised confusion matrices of both models and per-class F1.
 - table1.csv / table1.md (Table 1): aVAE vs beta-VAE -- macro-F1, accuracy, group F1, Pearson r,
   unseen placement, pose (2D: Spearman rho; 3D: symmetry-aware median error beside its random
@@ -133,12 +137,13 @@ def _embedding(ax, emb: pd.DataFrame, classes: Sequence[str], title: str) -> Non
                    emb["split"] == "unseen", all_classes, title)
 
 
-def _montage_axes(fig, spec, grid: np.ndarray, names: Sequence[str], title: str) -> None:
-    """Draw grid (R, S, *box) as small images in a GridSpec cell."""
+def _montage_axes(fig, spec, grid: np.ndarray, names: Sequence[str], title: str,
+                  mode: str = "projection") -> None:
+    """Draw grid (R, S, *box) as small images (``mode``: projection or slice) in a GridSpec cell."""
     R, S = grid.shape[:2]
     sub = spec.subgridspec(R, S, wspace=0.02, hspace=0.05)
     for r in range(R):
-        views = [view(grid[r, s], "projection") for s in range(S)]
+        views = [view(grid[r, s], mode) for s in range(S)]
         lo, hi = float(np.min(views)), float(np.max(views))
         for s in range(S):
             ax = fig.add_subplot(sub[r, s])
@@ -147,7 +152,7 @@ def _montage_axes(fig, spec, grid: np.ndarray, names: Sequence[str], title: str)
             ax.set_yticks([])
             if s == 0:
                 ax.set_ylabel(names[r], fontsize=6, rotation=0, ha="right", va="center")
-            if r == 0 and s == S // 2:
+            if r == 0 and s == S // 2 and title:
                 ax.set_title(title, fontsize=9)
 
 
@@ -180,12 +185,75 @@ def fig3(affinity: pd.DataFrame, emb: pd.DataFrame, classes: Sequence[str], vol_
 
 
 def fig6(affinity: pd.DataFrame, sims: Mapping[str, pd.DataFrame], rs: Mapping[str, float],
-         path: str | Path, dpi: int) -> None:
-    fig, axes = plt.subplots(len(sims), 3, figsize=(18, 5.2 * len(sims)), squeeze=False,
-                             layout="constrained")
-    for row, (v, sim) in zip(axes, sims.items()):
+         path: str | Path, dpi: int, emb: pd.DataFrame | None = None,
+         decoded: tuple[np.ndarray, list[str]] | None = None) -> None:
+    """Prior vs learned similarity per model; with ``emb`` (embedding.csv) and ``decoded``
+    (grid (R, S, *box) of the pose sweep and its row names) a last row adds the aVAE's UMAP and
+    each class decoded at its mean latent and the sweep's middle pose (column S // 2)."""
+    extra = emb is not None or decoded is not None
+    rows = len(sims) + extra
+    fig = plt.figure(figsize=(18, 5.2 * rows), layout="constrained")
+    gs = fig.add_gridspec(rows, 3)
+    for k, (v, sim) in enumerate(sims.items()):
         order = [c for c in affinity.index if c in sim.index]
-        draw_prior_vs_learned(row, affinity.loc[order, order], sim, rs[v], NAMES.get(v, v))
+        axes = [fig.add_subplot(gs[k, j]) for j in range(3)]
+        draw_prior_vs_learned(axes, affinity.loc[order, order], sim, rs[v], NAMES.get(v, v))
+    if emb is not None:
+        _embedding(fig.add_subplot(gs[-1, 0]), emb, list(affinity.index),
+                   "aVAE latent space (UMAP)")
+    if decoded is not None:
+        grid, names = decoded
+        mid = grid[:, grid.shape[1] // 2][None]  # (1, R, *box): one row, a class a column
+        sub = gs[-1, 1:].subgridspec(2, 1)
+        _montage_axes(fig, sub[0], mid, ["z proj."], "decoded class means", "projection")
+        _montage_axes(fig, sub[1], mid, ["z slice"], "", "slice")
+        for ax, n in zip(fig.axes[-len(names):], names):
+            ax.set_xlabel(n, fontsize=6)
+    save(fig, path, dpi)
+
+
+def _sweep_row(grid: np.ndarray, names: Sequence[str], want: str) -> tuple[np.ndarray, str]:
+    """Row (S, *box) of the class ``want`` (case-insensitive) in a pose sweep grid (R, S, *box),
+    else the first row; and that row's name."""
+    low = [n.lower() for n in names]
+    i = low.index(want.lower()) if want.lower() in low else 0
+    return grid[i], names[i]
+
+
+def fig4(vol_dir: Path, path: str | Path, dpi: int, cls: str = "2cg9") -> None:
+    """The decoded pose sweep of one class (the paper shows 2CG9), projections over slices."""
+    grid, names = _sweep(vol_dir)
+    fig = plt.figure(figsize=(12, 3.6))
+    if grid is None:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no pose channel in this run", ha="center", va="center")
+        ax.axis("off")
+    else:
+        row, name = _sweep_row(grid, names, cls)
+        both = np.stack([row, row])
+        sub = fig.add_gridspec(2, 1)
+        _montage_axes(fig, sub[0], both[:1], [f"{name}\nz proj."],
+                      f"pose sweep of {name} (decoded)", "projection")
+        _montage_axes(fig, sub[1], both[1:], [f"{name}\nz slice"], "", "slice")
+    save(fig, path, dpi)
+
+
+def fig5(vol_dir: Path, path: str | Path, dpi: int) -> None:
+    """The decoded linear interpolation between two class means (volumes/interpolation.npz)."""
+    fig = plt.figure(figsize=(12, 3.6))
+    f = vol_dir / "interpolation.npz"
+    if not f.is_file():
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no interpolation in this run", ha="center", va="center")
+        ax.axis("off")
+    else:
+        with np.load(f) as d:
+            grid, name = d["grid"], str(d["names"][0])
+        modes = ["projection", "slice"] if grid.ndim == 5 else ["slice"]
+        sub = fig.add_gridspec(len(modes), 1)
+        for k, m in enumerate(modes):
+            _montage_axes(fig, sub[k], grid, [f"{name}\n{'z proj.' if m == 'projection' else 'z slice'}"],
+                          "latent interpolation (decoded)" if k == 0 else "", m)
     save(fig, path, dpi)
 
 
@@ -242,7 +310,7 @@ def fig2(emb: pd.DataFrame, lat: pd.DataFrame, metrics: Mapping[str, Any],
 
 def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[str, str],
                  dpi: int = 150) -> pd.DataFrame:
-    """Write every figure named in ``out`` (keys fig2, fig3, fig6, fig7, table1_csv,
+    """Write every figure named in ``out`` (keys fig2, fig3, fig4, fig5, fig6, fig7, table1_csv,
     table1_md) from the cached evaluation in ``eval_dir``; returns Table 1."""
     eval_dir = Path(eval_dir)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -272,6 +340,11 @@ def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[s
     if "fig7" in out:
         fig7({v: read[v]["conf"] for v in variants},
              {v: per_variant[v]["per_class"] for v in variants}, out["fig7"], dpi)
+    vol_dir = eval_dir / "avae" / "volumes"
+    if "fig4" in out:
+        fig4(vol_dir, out["fig4"], dpi)
+    if "fig5" in out:
+        fig5(vol_dir, out["fig5"], dpi)
     if "fig2" in out:
         lat = pd.read_parquet(eval_dir / "avae" / "latents.parquet")
         fig2(read["avae"]["emb"], lat, metrics, read["avae"]["conf"], classes,

@@ -80,7 +80,7 @@ def eval_outputs(variant):
 
 
 def figure_outputs():
-    """Named outputs of rule figures_build (Fig. 2 only for 2D data)."""
+    """Named outputs of rule figures_build (Fig. 2 only for 2D data, Figs. 4-5 for 3D data)."""
     d = f"{RUN}/figures"
 
     def fig(file, caption, title):
@@ -100,6 +100,10 @@ def figure_outputs():
     )
     if eval_is_2d():
         out["fig2"] = fig("fig2.png", "fig2", "Fig. 2")
+    else:  # decoded volumes (the paper shows a GMD-aVAE's; captions of the eval figures)
+        if eval_pose_dims("avae") > 0:
+            out["fig4"] = fig("fig4.png", "pose_sweep", "Fig. 4")
+        out["fig5"] = fig("fig5.png", "interpolation", "Fig. 5")
     return out
 
 
