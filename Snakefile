@@ -38,3 +38,15 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# One error, said once: jobs write their one-line error to their log only, and this prints
+# each failed job's line (with its log file) at the end of the run (affinity_vae/failures.py).
+if not getattr(workflow.execution_settings, "no_hooks", False):
+    os.environ["AVAE_ERROR_SUMMARY"] = "1"
+
+
+onerror:
+    from affinity_vae.failures import report_failures
+
+    report_failures(log, workflow)

@@ -7,6 +7,12 @@ Every ``scripts/<stage>.py`` is three lines::
     run(snakemake, <entry>)
 
 ``<entry>(snakemake)`` reads ``snakemake.input/output/params`` and calls the library.
+
+A user-fixable problem (:class:`~affinity_vae.errors.InputError`) is one line: written to the
+rule's log file as ``... ERROR: InputError: <line>`` and, unless the workflow prints a summary
+at the end of the run (``AVAE_ERROR_SUMMARY`` set by the Snakefile's ``onerror:`` handler,
+affinity_vae.failures), printed once to stderr as ``ERROR: <line>``. Any other exception is
+logged with its traceback to the log file and re-raised (Python prints it to stderr once).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from affinity_vae.errors import InputError
+from affinity_vae.errors import CRASH_MARKER, LOG_MARKER, SUMMARY_ENV, InputError
 
 log = logging.getLogger("affinity_vae")
 
@@ -34,21 +40,45 @@ def _blas_limit(threads: int) -> contextlib.AbstractContextManager:
     scikit-learn and numpy use every core of the node beside the other jobs. threadpoolctl
     comes with scikit-learn; in an env without it this is a no-op."""
     try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+        from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads)
 
 
-def run(smk: Any, entry: Callable[[Any], None]) -> None:
-    """Run ``entry(smk)`` with logging to ``smk.log[0]`` and one-line errors for bad input."""
-    logfile = smk.log[0] if len(smk.log) else None
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+class _NotOnStderr(logging.Filter):
+    """Keeps records logged with ``extra={"file_only": True}`` off the stderr handler: the
+    error line and tracebacks reach stderr once, by their own route."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+def _setup_logging(logfile: str | None) -> None:
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.addFilter(_NotOnStderr())
+    handlers: list[logging.Handler] = [stderr]
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(logfile, mode="w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+def _remove_outputs(smk: Any) -> None:
+    for out in _outputs(smk):  # nothing that looks finished
+        if out.is_file():
+            out.unlink()
+
+
+def run(smk: Any, entry: Callable[[Any], None]) -> None:
+    """Run ``entry(smk)`` with logging to ``smk.log[0]`` and one-line errors for bad input.
+
+    Raises:
+        SystemExit(1): on an InputError (its line logged, outputs removed).
+    """
+    logfile = smk.log[0] if len(smk.log) else None
+    _setup_logging(logfile)
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # for libraries not loaded yet
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # umap's numba, imported lazily
@@ -57,9 +87,14 @@ def run(smk: Any, entry: Callable[[Any], None]) -> None:
         with _blas_limit(threads):
             entry(smk)
     except InputError as exc:
-        log.error("%s", exc)
-        for out in _outputs(smk):  # nothing that looks finished
-            if out.is_file():
-                out.unlink()
-        print(f"ERROR: {exc}", file=sys.__stderr__)
+        line = " ".join(str(exc).split())  # one line, whatever the message held
+        log.error("%s%s", LOG_MARKER, line, extra={"file_only": True})
+        _remove_outputs(smk)
+        if not os.environ.get(SUMMARY_ENV):
+            print(f"ERROR: {line}", file=sys.__stderr__)
         sys.exit(1)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:300]
+        log.exception("%s%s: %s", CRASH_MARKER, type(exc).__name__, first,
+                      extra={"file_only": True})
+        raise
