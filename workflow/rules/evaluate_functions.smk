@@ -102,8 +102,8 @@ def figure_outputs():
         out["fig2"] = fig("fig2.png", "fig2", "Fig. 2")
     else:  # decoded volumes (the paper shows a GMD-aVAE's; captions of the eval figures)
         if eval_pose_dims("avae") > 0:
-            out["fig4"] = fig("fig4.png", "pose_sweep", "Fig. 4")
-        out["fig5"] = fig("fig5.png", "interpolation", "Fig. 5")
+            out["fig4"] = fig("fig4.png", "fig4", "Fig. 4")
+        out["fig5"] = fig("fig5.png", "fig5", "Fig. 5")
     return out
 
 
