@@ -100,8 +100,10 @@ def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.
         raise InputError(f"{path}: {err} (class names match case-insensitively) -- keep one "
                          f"of them") from None
     if missing:
-        raise InputError(f"{path}: affinity matrix lacks training class(es) {missing} -- add "
-                         f"them to the matrix or list them in dataset.unseen_classes")
+        raise InputError(f"{path}: affinity matrix lacks training class(es) {missing} -- "
+                         f"give each a row and column in your affinity CSV (config key "
+                         f"affinity.path, affinity.method file) or a structure (structures.*), "
+                         f"or list them in dataset.unseen_classes or extract.exclude_classes")
     rename = {v: k for k, v in found.items()}  # the data's spelling of each class
     return df.rename(index=rename, columns=rename).astype(np.float64)
 

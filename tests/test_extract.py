@@ -328,6 +328,13 @@ def test_subtomo_folder_bad_input(tmp_path):
 
 # ---------------------------------------------------------------- through snakemake
 def snakemake(run_name: str, config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    # `snakemake -n` checks the data's classes against the structures (affinity_vae/preflight.py):
+    # name-only stand-ins for the structures of the classes these tests use
+    stubs = tmp_path / "structures"
+    stubs.mkdir(exist_ok=True)
+    for c in ("3d2f", "1bxn", "ring5"):
+        (stubs / f"{c}.pdb").write_text("END\n")
+    config = {"structures": {"source": "dir", "path": str(stubs)}, **config}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"run": run_name, **config}))
     cmd = snakemake_cmd("extract", "--cores", "2", "--configfile", str(cfg))

@@ -103,8 +103,10 @@ def main_matrix(smk: Any) -> None:
             raise InputError("config key 'affinity.path' is required when affinity.method is "
                              "'file' -- set it to your affinity CSV")
         src = Path(getattr(smk.input, "user", None) or cfg["path"])
+        # check=(): classes with bad values are left out with a warning -- the planning check
+        # (affinity_vae.preflight) has refused bad values of the classes the run uses
         source = read_affinity(src, scale="keep" if cfg["scale"] == "keep" else "unit",
-                               tol=float(cfg["tolerance"]))
+                               tol=float(cfg["tolerance"]), check=())
     else:
         source = read_affinity(smk.input.matrix, scale="unit")
     df = final_matrix(source, cfg)

@@ -27,7 +27,6 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from affinity_vae.extract.classes import (
     Settings,
     check_unseen,
     dataset_classes,
+    folder_settings,
     folder_splits,
     map_classes,
     tomogram_split,
@@ -172,9 +172,8 @@ def import_folder(folder: str | os.PathLike, stack: str | os.PathLike, star: str
     """
     files = find_particles(folder)
     csv = read_classes_csv(folder)
-    if s.classes is None and csv is not None:
-        s = replace(s, classes=tuple(csv))
-    class_list = dataset_classes(files["class"], s, str(folder))
+    s, listed_in = folder_settings(s, folder, csv, unseen, files["class"])
+    class_list = dataset_classes(files["class"], s, str(folder), listed_in)
     names = map_classes(files["class"], s)
     keep = np.array([n is not None for n in names], dtype=bool)
     files, names = files[keep].reset_index(drop=True), names[keep]

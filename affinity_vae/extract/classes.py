@@ -3,12 +3,15 @@ the dataset's class list (rlnClassNumber), and the train / validation / test / u
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from affinity_vae.classnames import class_key
 from affinity_vae.errors import InputError
 
 
@@ -89,8 +92,12 @@ def map_classes(raw: Iterable[str], s: Settings) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def dataset_classes(raw_names: Iterable[str], s: Settings, source: str) -> list[str]:
+def dataset_classes(raw_names: Iterable[str], s: Settings, source: str,
+                    classes_key: str = "config key 'extract.classes'") -> list[str]:
     """Sorted class list of the whole dataset after filtering (raw_names: every particle's).
+
+    ``classes_key`` names where ``s.classes`` came from in messages (a subtomo folder's
+    classes.csv, see :func:`folder_settings`).
 
     Raises:
         InputError: a configured class has no particle, or nothing is left at all.
@@ -104,14 +111,31 @@ def dataset_classes(raw_names: Iterable[str], s: Settings, source: str) -> list[
     if s.classes is not None:
         empty = sorted(set(s.classes) - found)
         if empty:
-            raise InputError(f"config key 'extract.classes': class(es) {empty} have no particle "
-                             f"in {source} after filtering (found {sorted(found)}) -- remove "
-                             f"them or check extract.exclude_classes/rename")
+            raise InputError(f"{classes_key}: class(es) {empty} have no particle in {source} "
+                             f"after filtering (found {sorted(found)}) -- remove them there or "
+                             f"check extract.exclude_classes/rename")
         return sorted(s.classes)
     if not found:
         raise InputError(f"{source}: no particles left after excluding {list(s.exclude_classes)}"
                          f" (classes present: {raw}) -- change extract.exclude_classes")
     return sorted(found)
+
+
+def folder_settings(s: Settings, folder: str | os.PathLike, csv_classes: Sequence[str] | None,
+                    unseen: Sequence[str], raw_names: Iterable[str]) -> tuple[Settings, str]:
+    """The settings of a subtomo_folder import and where their class list comes from (for
+    messages): the folder's classes.csv (when extract.classes is unset) lists the classes to
+    use, and every class of ``dataset.unseen_classes`` that has particle files is kept as well
+    (classes.csv usually lists the training classes only)."""
+    if s.classes is not None or csv_classes is None:
+        return s, "config key 'extract.classes'"
+    listed = {class_key(c) for c in csv_classes}
+    present = {class_key(n): n for n in map_classes(raw_names, replace(s, classes=None))
+               if n is not None}
+    extra = [present[class_key(u)] for u in unseen
+             if class_key(u) not in listed and class_key(u) in present]
+    return (replace(s, classes=tuple(csv_classes) + tuple(extra)),
+            f"{Path(folder) / 'classes.csv'}")
 
 
 def check_unseen(unseen: Sequence[str], class_list: Sequence[str], source: str) -> dict[str, str]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pandas as pd
 
@@ -172,12 +174,41 @@ class ShrecTomogram:
         return data
 
 
+def volume_header(path: str | os.PathLike) -> tuple[tuple[int, ...], float]:
+    """Shape ((z, y, x), or (n, z, y, x) for a volume stack) and voxel size in Angstrom of an MRC
+    file, from its header alone (no data is read; a file shorter than its header promises is
+    refused, as a truncated download)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found -- check the path in your config")
+    size = path.stat().st_size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            with mrcfile.open(path, mode="r", header_only=True) as mrc:
+                h = mrc.header
+                voxel = float(mrc.voxel_size.x)
+                dtype = mrcfile.utils.data_dtype_from_header(h)
+    except (ValueError, RuntimeWarning, OSError) as exc:
+        raise InputError(f"{path}: corrupt or truncated MRC file ({exc}) "
+                         f"-- re-export or re-download it") from None
+    nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
+    need = 1024 + int(h.nsymbt) + nx * ny * nz * dtype.itemsize
+    if size < need and int(h.mode) != 101:  # mode 101 packs two 4-bit voxels a byte
+        raise InputError(f"{path}: corrupt or truncated MRC file ({size} bytes, its header "
+                         f"promises {need}) -- re-export or re-download it")
+    mz = int(h.mz)
+    if 401 <= int(h.ispg) <= 630 and 0 < mz < nz:
+        return (nz // mz, mz, ny, nx), voxel
+    return (nz, ny, nx), voxel
+
+
 def _header_shape(path: Path) -> tuple[tuple[int, int, int], float]:
-    data, voxel = read_volume(path, mmap=True)
-    if data.ndim != 3:
-        raise InputError(f"{path}: expected a 3D volume, got shape {data.shape} -- use the "
+    shape, voxel = volume_header(path)
+    if len(shape) != 3:
+        raise InputError(f"{path}: expected a 3D volume, got shape {shape} -- use the "
                          f"tomogram, not a tilt series or stack")
-    return tuple(int(s) for s in data.shape), voxel
+    return shape, voxel
 
 
 def read_shrec_folder(folder: str | os.PathLike,

@@ -17,8 +17,10 @@ sys.path.insert(0, str(REPO))
 
 from affinity_vae.config import check_config  # noqa: E402
 from affinity_vae.errors import InputError  # noqa: E402
+from affinity_vae.preflight import preflight  # noqa: E402
 
 check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+preflight(config)  # headers, particle lists, class names, boxes: before any job
 
 RUN = f"results/{config['run']}"
 LOGS = f"{RUN}/logs"
