@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from affinity_vae.errors import CRASH_MARKER, LOG_MARKER, SUMMARY_ENV, InputError
+from affinity_vae.io.atomic import disk_full_error, is_disk_full
 
 log = logging.getLogger("affinity_vae")
 
@@ -75,7 +76,7 @@ def run(smk: Any, entry: Callable[[Any], None]) -> None:
     """Run ``entry(smk)`` with logging to ``smk.log[0]`` and one-line errors for bad input.
 
     Raises:
-        SystemExit(1): on an InputError (its line logged, outputs removed).
+        SystemExit(1): on an InputError or a full disk (its line logged, outputs removed).
     """
     logfile = smk.log[0] if len(smk.log) else None
     _setup_logging(logfile)
@@ -87,14 +88,42 @@ def run(smk: Any, entry: Callable[[Any], None]) -> None:
         with _blas_limit(threads):
             entry(smk)
     except InputError as exc:
-        line = " ".join(str(exc).split())  # one line, whatever the message held
-        log.error("%s%s", LOG_MARKER, line, extra={"file_only": True})
-        _remove_outputs(smk)
-        if not os.environ.get(SUMMARY_ENV):
-            print(f"ERROR: {line}", file=sys.__stderr__)
-        sys.exit(1)
+        _fail(smk, logfile, exc)
     except Exception as exc:
+        outs = _outputs(smk)
+        if outs and is_disk_full(exc, _existing_parent(outs[0])):
+            _fail(smk, logfile, disk_full_error(getattr(exc, "filename", None) or outs[0]))
         first = " ".join(str(exc).split())[:300]
         log.exception("%s%s: %s", CRASH_MARKER, type(exc).__name__, first,
                       extra={"file_only": True})
         raise
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _in_log(logfile: str | None, text: str) -> bool:
+    """Whether the rule's log file holds ``text`` (it may not: the disk it is on may be full)."""
+    for h in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            h.flush()
+    try:
+        return bool(logfile) and text in Path(logfile).read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _fail(smk: Any, logfile: str | None, exc: InputError) -> None:
+    """Log the one line, remove the outputs, print the line unless the workflow's end-of-run
+    summary will (it reads it back from the log), exit 1."""
+    line = " ".join(str(exc).split())  # one line, whatever the message held
+    raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False  # full disk
+    log.error("%s%s", LOG_MARKER, line, extra={"file_only": True})
+    logging.raiseExceptions = raise_exceptions
+    _remove_outputs(smk)
+    if not (os.environ.get(SUMMARY_ENV) and _in_log(logfile, line)):
+        print(f"ERROR: {line}", file=sys.__stderr__)
+    sys.exit(1)
