@@ -219,6 +219,12 @@ def test_a_class_without_structure_for_isolated_boxes(data):
     assert "class '3qm1' has no structure" in msg and "unseen" not in msg
 
 
+def test_structures_classes_are_checked_against_the_folder_at_planning(data):
+    msg = refused(config(data, structures={"classes": ["1bxn", "1S3X"]}))
+    assert msg.startswith(f"config key 'structures.classes': no structure for class '1s3x' in "
+                          f"structures.path '{data}/structures' -- add it there or remove it")
+
+
 @pytest.mark.parametrize("section, value, match", [
     ("dataset", {"unseen_classes": ["4cr2"]}, (r"config key 'dataset\.unseen_classes': "
      r"\['4cr2'\] have no particle in the particle_locations\.txt files under dataset\.path")),
