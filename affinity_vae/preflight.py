@@ -6,7 +6,7 @@ the names of particle and structure files, and a user's affinity CSV. Each probl
 ``InputError`` line naming the user's file (or the config key) and the fix. The stages repeat
 their own checks at job time, as a second line of defence.
 
-What is checked (see docs/bad-input.md for every message):
+What is checked (the README's bad-input table lists every message):
 
 - boxes: ``extract.box_size`` even, ``extract.bin_to`` consistent, and the box the model sees
   (``extract.bin_to`` or ``box_size``; a subtomo folder's own box; the glyph size) divisible by
