@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from referencing.jsonschema import DRAFT202012
 from affinity_vae.errors import InputError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_schema(path: Path) -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
     return yaml.load(path.read_text(), Loader=loader)
@@ -46,6 +48,17 @@ def _key(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
+def _short(error: jsonschema.ValidationError, width: int = 80) -> str:
+    """The error's message with a long value shortened (the message stays one readable line)."""
+    msg, text = error.message, repr(error.instance)
+    if len(text) > width and text in msg:
+        short = reprlib.Repr()
+        short.maxstring = short.maxother = width // 2
+        short.maxlist = short.maxdict = 4
+        msg = msg.replace(text, short.repr(error.instance))
+    return " ".join(msg.split())
+
+
 def schema_errors(config: dict[str, Any], schema_path: Path) -> list[str]:
     """All schema violations of ``config``, one readable line each (empty when valid)."""
     schema_path = Path(schema_path)
@@ -61,8 +74,27 @@ def schema_errors(config: dict[str, Any], schema_path: Path) -> list[str]:
                 lines.append(f"unknown config key '{full}' (allowed here: "
                              f"{', '.join(sorted(err.schema.get('properties', {})))})")
             continue
-        lines.append(f"config key '{_key(err)}': {err.message}")
+        lines.append(f"config key '{_key(err)}': {_short(err)}")
     return lines
+
+
+#: Deeper than this, a config is not a config (and the recursive checks would overflow).
+MAX_DEPTH = 50
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of dicts/lists in ``value``, counted up to ``limit + 1`` (no recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
 
 
 def check_config(config: dict[str, Any], schema_path: Path) -> None:
@@ -71,12 +103,23 @@ def check_config(config: dict[str, Any], schema_path: Path) -> None:
     Raises:
         InputError: one line naming the first offending key and how to fix it.
     """
-    coerce_strings(config, schema_path)
+    if not isinstance(config, dict):
+        raise InputError(f"the config is a {type(config).__name__}, not a mapping of sections "
+                         f"-- give a YAML mapping (run:, structures:, ...) in your --configfile")
+    if _depth(config) > MAX_DEPTH:
+        raise InputError(f"the config is nested more than {MAX_DEPTH} levels deep -- fix the "
+                         f"brackets in your --configfile or --config")
+    try:
+        coerce_strings(config, schema_path)
+    except RecursionError:  # a --config string parsing into something absurdly deep
+        raise InputError(f"a --config value is nested more than {MAX_DEPTH} levels deep -- fix "
+                         f"its brackets") from None
     errors = schema_errors(config, schema_path)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise InputError(f"{errors[0]}{more} -- fix it in your --configfile or --config")
     fill_defaults(config, schema_path)
+    _check_finite(config)
     _check_semantics(config)
 
 
@@ -148,6 +191,43 @@ def _fill(instance: Any, schema: dict[str, Any], schema_dir: Path, root: dict[st
             _fill(item, schema["items"], schema_dir, root)
 
 
+def _check_finite(config: dict[str, Any]) -> None:
+    """No NaN or infinite number anywhere (YAML's .nan/.inf pass the schema's bounds)."""
+    stack: list[tuple[str, Any]] = [(k, v) for k, v in config.items()]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"config key '{key}': {value} is not a finite number -- give a "
+                             f"number in your --configfile or --config")
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{key}.{i}", v) for i, v in enumerate(value))
+
+
+class _SimulatedNames:
+    """The names model_0 .. model_<n-1> of simulated tomograms, without listing them (n comes
+    from the config and may be huge)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or not name.startswith("model_"):
+            return False
+        digits = name[len("model_"):]
+        return digits.isdigit() and digits.isascii() and str(int(digits)) == digits \
+            and int(digits) < self.n
+
+    def last(self) -> str:
+        return f"model_{self.n - 1}"
+
+    def describe(self) -> str:
+        if self.n <= 12:
+            return ", ".join(sorted((f"model_{i}" for i in range(self.n)), key=str))
+        return f"model_0 .. model_{self.n - 1}"
+
+
 def _check_semantics(config: dict[str, Any]) -> None:
     """Cross-field checks the schema cannot express."""
     ds = config["dataset"]
@@ -159,19 +239,22 @@ def _check_semantics(config: dict[str, Any]) -> None:
             raise InputError(f"config key 'dataset.path': folder '{ds['path']}' does not exist "
                              f"-- point it at your data folder")
     if ds["source"] == "simulate":
-        names = {f"model_{i}" for i in range(config["simulate"]["n_tomograms"])}
+        names = _SimulatedNames(config["simulate"]["n_tomograms"])
     elif ds["source"] == "shrec":
         names = set(ds["tomograms"])
     else:
         names = None
     if ds["splits"].get("test") is None:  # default: the last tomogram (SHREC: model_9)
-        last = sorted(names, key=lambda n: (len(n), n))[-1] if names else None
+        last = names.last() if isinstance(names, _SimulatedNames) else (
+            max(names, key=lambda n: (len(n), n)) if names else None)
         ds["splits"]["test"] = [last] if last else []
     for split in ("test", "validation"):
         for tomo in ds["splits"].get(split, []):
             if names is not None and tomo not in names:
+                listed = names.describe() if isinstance(names, _SimulatedNames) else \
+                    ", ".join(sorted(names))
                 raise InputError(f"config key 'dataset.splits.{split}': tomogram '{tomo}' is not "
-                                 f"in the dataset ({', '.join(sorted(names))}) -- fix the name")
+                                 f"in the dataset ({listed}) -- fix the name")
     if ds["source"] == "alphanumeric" and config["model"]["pose_head"] != "linear":
         raise InputError(f"config key 'model.pose_head': {config['model']['pose_head']} needs 3D "
                          f"boxes, but dataset.source alphanumeric makes 2D images -- set "

@@ -7,6 +7,8 @@ original SHREC ZXZ angles. The table is written as the data block ``data_particl
 
 from __future__ import annotations
 
+import linecache
+import math
 import os
 from pathlib import Path
 
@@ -85,10 +87,16 @@ def _particle_block(path: Path, not_found: str, fix: str) -> pd.DataFrame | None
     """
     if not path.is_file():
         raise InputError(f"{path}: {not_found}")
+    # starfile reads lines through the global linecache and clears it only after a successful
+    # parse: after a failed one, the next read of the same path would see the old lines.
+    linecache.cache.pop(str(path), None)
     try:
         data = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises a variety of parser errors
-        raise InputError(f"{path}: unreadable STAR file ({exc}) -- {fix}") from None
+    except Exception as exc:  # noqa: BLE001 -- starfile raises a variety of parser errors
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise InputError(f"{path}: unreadable STAR file ({why}) -- {fix}") from None
+    finally:
+        linecache.cache.pop(str(path), None)
     table = data.get(BLOCK, next(iter(data.values()), None)) if data else None
     return table if isinstance(table, pd.DataFrame) else None
 
@@ -107,9 +115,50 @@ def read_star(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in STAR_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(f"{path}: STAR file lacks columns {missing} -- re-run extract")
+    for col in NUMERIC_COLUMNS:
+        table[col] = _numeric(table[col], path, col, "re-run extract",
+                              finite=col not in ANGLE_COLUMNS)
     table["rlnTomoName"] = table["rlnTomoName"].astype(str)
     table["avaeClass"] = table["avaeClass"].astype(str)
     return table
+
+
+#: Contract columns that hold numbers (angles may be NaN, as SHREC writes for vesicles).
+ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi",
+                 "avaeEulerZ1", "avaeEulerX", "avaeEulerZ2")
+NUMERIC_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnClassNumber",
+                   "avaeStackIndex", *ANGLE_COLUMNS)
+
+
+def _numeric(column: pd.Series, path: Path, name: str, fix: str,
+             finite: bool = False) -> pd.Series:
+    """``column`` as numbers (unchanged when it already is); InputError naming the first row
+    that is not a number (with ``finite``: not a finite number; else NaN is allowed)."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column
+    else:
+        values = pd.to_numeric(column.map(_number), errors="coerce")
+        nan_text = column.map(lambda v: str(v).strip().lower() in ("nan", "+nan", "-nan"))
+        bad = np.flatnonzero(values.isna().to_numpy() & ~nan_text.to_numpy())
+        if len(bad):
+            raise InputError(f"{path}: particle {bad[0] + 1} has a non-numeric {name} "
+                             f"'{column.iloc[bad[0]]}' -- {fix}")
+    if finite:
+        bad = np.flatnonzero(~np.isfinite(values.to_numpy(float)))
+        if len(bad):
+            raise InputError(f"{path}: particle {bad[0] + 1} has a non-finite {name} "
+                             f"'{column.iloc[bad[0]]}' -- {fix}")
+    return values
+
+
+def _number(value: object) -> float:
+    """A STAR cell as a float (NaN when it is not one; booleans are not numbers)."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 #: Columns of a coordinates STAR file (predict.tomograms[].coordinates) that are read.
@@ -133,7 +182,7 @@ def read_coordinates_star(path: str | os.PathLike, shape: tuple[int, ...] | None
     Raises:
         InputError: one line naming the file and the fix.
     """
-    from affinity_vae.io.shrec import COLUMNS  # noqa: PLC0415
+    from affinity_vae.io.shrec import COLUMNS
 
     path = Path(path)
     table = _particle_block(path, "coordinates file not found -- fix predict.tomograms",
@@ -156,7 +205,7 @@ def read_coordinates_star(path: str | os.PathLike, shape: tuple[int, ...] | None
                              f"z < {shape[-3]} voxels) -- fix it or use the matching tomogram")
     name = next((c for c in ("avaeClass", "rlnClassName") if c in table), None)
     classes = table[name].astype(str) if name else pd.Series([UNLABELLED] * len(table))
-    angles = [table[c].to_numpy(float) if c in table else np.zeros(len(table))
-              for c in ("avaeEulerZ1", "avaeEulerX", "avaeEulerZ2")]
+    angles = [_numeric(table[c], path, c, "fix that row").to_numpy(float) if c in table
+              else np.zeros(len(table)) for c in ("avaeEulerZ1", "avaeEulerX", "avaeEulerZ2")]
     return pd.DataFrame(dict(zip(COLUMNS, [classes.to_numpy(), *xyz.T, *angles])))
 
