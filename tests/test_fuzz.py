@@ -189,14 +189,35 @@ def test_affinity_reader(data, scale, check, classes):
     assert np.allclose(values, values.T) and np.allclose(np.diag(values), 1)
 
 
+# Found by fuzzing in files another change owns; the markers go when the fixes are in.
+@pytest.mark.xfail(reason="affinity/matrix.py _parse: catch csv.Error (field larger than field "
+                          "limit) with OSError/UnicodeDecodeError", strict=False)
+def test_an_unterminated_quote_in_a_long_affinity_csv(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(",a,b\na,1,0.5\nb,0.5,1\n\"" + "x\n" * 70000)
+    with pytest.raises(InputError):
+        read_affinity(path)
+
+
+@pytest.mark.xfail(reason="affinity/matrix.py _parse: duplicated names must be found "
+                          "case-insensitively (class_key), as classes are matched", strict=False)
+def test_class_names_differing_only_in_case_are_duplicates(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(",a,A\na,1,0.5\nA,0.5,1\n")
+    with pytest.raises(InputError, match="duplicated"):
+        read_affinity(path)
+
+
 # ----------------------------------------------------------------- config
 VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.builds(list),
+              st.builds(dict),
               st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10),
               st.sampled_from(["null", "~", "[1, 2]", "{a: 1}", "true", "1e3", "'", "{",
                                "auto", "cpu", "dir", ".", "..", "a/b", "model_0"])),
-    lambda children: st.one_of(st.lists(children, max_size=3),
-                               st.dictionaries(st.text(max_size=8), children, max_size=3)),
+    lambda children: st.one_of(st.lists(children, min_size=1, max_size=3),
+                               st.dictionaries(st.text(max_size=8), children, min_size=1,
+                                               max_size=3)),
     max_leaves=8)
 
 
