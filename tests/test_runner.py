@@ -139,7 +139,8 @@ def test_a_failed_run_says_the_error_once_at_the_end(tmp_path):
     run_name = "test_error_once"
     log = f"results/{run_name}/logs/structures.log"
     extra = tmp_path / "maps.yaml"
-    extra.write_text(f"structures: {{source: dir, path: '{tmp_path / 'maps'}'}}\n")
+    extra.write_text(f"structures: {{source: dir, path: '{tmp_path / 'maps'}'}}\n"
+                     f"dataset: {{unseen_classes: []}}\n")
     args = ["structures", "--cores", "1", "--configfile", str(TINY), str(extra),
             "--config", f"run={run_name}"]
     dry = snakemake("-n", *args, check=False, timeout=600)
