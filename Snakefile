@@ -43,7 +43,7 @@ rule all:
 # One error, said once: jobs write their one-line error to their log only, and this prints
 # each failed job's line (with its log file) at the end of the run (affinity_vae/failures.py).
 if not getattr(workflow.execution_settings, "no_hooks", False):
-    os.environ["AVAE_ERROR_SUMMARY"] = "1"
+    os.environ.update(AVAE_ERROR_SUMMARY="1")
 
 
 onerror:
