@@ -15,7 +15,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 elif "run" not in config:  # my.yaml -> results/my/, never the demo's results
-    config["run"] = os.path.splitext(os.path.basename(workflow.overwrite_configfiles[-1]))[0]
+    config["run"] = os.path.splitext(
+        os.path.basename(workflow.overwrite_configfiles[-1])
+    )[0]
 
 
 report: "workflow/report/workflow.rst"

@@ -190,8 +190,6 @@ def test_affinity_reader(data, scale, check, classes):
 
 
 # Found by fuzzing in files another change owns; the markers go when the fixes are in.
-@pytest.mark.xfail(reason="affinity/matrix.py _parse: catch csv.Error (field larger than field "
-                          "limit) with OSError/UnicodeDecodeError", strict=False)
 def test_an_unterminated_quote_in_a_long_affinity_csv(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text(",a,b\na,1,0.5\nb,0.5,1\n\"" + "x\n" * 70000)
@@ -199,8 +197,6 @@ def test_an_unterminated_quote_in_a_long_affinity_csv(tmp_path):
         read_affinity(path)
 
 
-@pytest.mark.xfail(reason="affinity/matrix.py _parse: duplicated names must be found "
-                          "case-insensitively (class_key), as classes are matched", strict=False)
 def test_class_names_differing_only_in_case_are_duplicates(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text(",a,A\na,1,0.5\nA,0.5,1\n")

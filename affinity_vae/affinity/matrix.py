@@ -32,7 +32,7 @@ def _parse(path: Path) -> tuple[list[str], np.ndarray, dict[tuple[int, int], str
     try:
         with open(path, newline="") as fh:
             rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read affinity CSV ({exc}) -- check the path "
                          f"(config key affinity.path)") from None
     if len(rows) < 2:
@@ -50,9 +50,11 @@ def _parse(path: Path) -> tuple[list[str], np.ndarray, dict[tuple[int, int], str
     else:
         raise InputError(f"{path}: not square ({n} rows, {len(header)} header columns) -- "
                          f"give one row and one column per class")
-    dup = sorted({c for c in names if names.count(c) > 1})
+    keys = [class_key(c) for c in names]  # class names match case-insensitively
+    dup = sorted({c for c, k in zip(names, keys) if keys.count(k) > 1})
     if dup or any(not c for c in names):
-        what = f"duplicated class name(s) {dup}" if dup else "an empty class name"
+        what = (f"duplicated class name(s) {dup} (names match case-insensitively)" if dup
+                else "an empty class name")
         raise InputError(f"{path}: {what} in the header -- each class once")
     if index is not None and index != names:
         if sorted(index) != sorted(names):

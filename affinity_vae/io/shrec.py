@@ -60,7 +60,7 @@ def read_particle_locations(path: str | os.PathLike, shape: Sequence[int] | None
     if not path.is_file():
         raise InputError(f"{path}: file not found -- each tomogram folder needs its "
                          f"particle_locations.txt ({FORMAT} per line)")
-    known = None if classes is None else {c.lower(): c for c in classes}
+    known = None if classes is None else {str(c).lower(): str(c) for c in classes}
     rows = []
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
