@@ -46,3 +46,12 @@ def test_null_given_on_the_command_line_means_null():
     cfg = {"affinity": {"path": "my.csv"}}
     check_config(cfg, SCHEMA)
     assert cfg["affinity"]["path"] == "my.csv"
+
+
+@pytest.mark.parametrize("cfg", [
+    {"dataset": {"source": "shrec", "path": "/tmp", "tomograms": ["../../etc"]}},
+    {"predict": {"tomograms": [{"name": "..", "tomogram": "t.mrc", "coordinates": "c.txt"}]}},
+])
+def test_names_that_become_output_paths_cannot_leave_the_run_folder(cfg):
+    with pytest.raises(InputError, match="does not match"):
+        check_config(cfg, SCHEMA)
