@@ -258,3 +258,24 @@ def test_an_unreadable_newest_checkpoint_is_set_aside_and_training_resumes(
     assert list(hist.epoch) == [1, 2, 3, 4]
     for (k, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_a_malicious_model_file_never_runs_in_evaluate_or_predict(tmp_path):
+    """load_trained (evaluate, predict) reads weights only: a pickle that would run code is one
+    InputError line, and its code never runs."""
+    import pathlib
+    import pickle
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    for protocol, name in ((2, "model.pt"), (4, "other.pt")):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps({"format": "affinity_vae.model/1", "meta": Payload()},
+                                      protocol=protocol))
+        with pytest.raises(InputError, match="not a readable model file"):
+            load_trained(path)
+    assert not marker.exists()
