@@ -17,7 +17,11 @@ Per new tomogram (``predict.tomograms``; by default the run's own test tomograms
    averaging. When the training run's ``eval/<variant>/metrics.json`` holds ``pose.frames``
    (each class's fitted frame Q, true ~ R_pred @ Q), a particle's rotation is R_pred @ Q of its
    predicted class, i.e. in that class structure's frame (``avaeInStructureFrame`` 1), else in
-   the model's own frame (0).
+   the model's own frame (0);
+6. write-back (:func:`write_back`): ``predict/<name>_relion.star``, a RELION 5 particles STAR
+   (centred A coordinates, rlnClassNumber of the predicted class, the angles and priors;
+   affinity_vae.io.relion.write_particles), and copick picks when the dataset is a copick
+   project (affinity_vae.io.copick_project.write_picks, table :func:`picks_table`).
 """
 
 from __future__ import annotations
@@ -160,10 +164,64 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
         out[f"avaePose{i}"] = P[:, i]
     with atomic_path(out_star) as tmp:
         starfile.write({"particles": out}, tmp, float_format="%.6f")
+    out.attrs["classes"] = classes
     n_unknown = int(calls["avaeCall"].str.startswith("unknown").sum())
     log.info("%s: %d particles, %d called unknown (quantile %.3g)", out_star, len(out),
              n_unknown, quantile)
     return out
+
+
+def picks_table(out: pd.DataFrame) -> pd.DataFrame:
+    """The predictions as the copick write-back reads them (affinity_vae.io.copick_project.
+    write_picks): one row a particle, columns tomogram, x, y, z (voxels of the tomogram),
+    predicted (the classifier's class), unknown (bool: the call is "unknown, nearest ..."), rot
+    (a (3, 3) float64 active rotation in (x, y, z) per row -- the predicted pose in the class's
+    structure frame when known, see :func:`angle_columns` -- or None without predicted angles).
+    """
+    from affinity_vae.rotation import relion_to_matrix
+
+    angles = ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]
+    if all(c in out.columns for c in angles):
+        rot = list(relion_to_matrix(out[angles].to_numpy(float)).reshape(-1, 3, 3))
+    else:
+        rot = [None] * len(out)
+    return pd.DataFrame({"tomogram": out["rlnTomoName"].astype(str).to_numpy(),
+                         "x": out["rlnCoordinateX"].to_numpy(float),
+                         "y": out["rlnCoordinateY"].to_numpy(float),
+                         "z": out["rlnCoordinateZ"].to_numpy(float),
+                         "predicted": out["avaePredictedClass"].astype(str).to_numpy(),
+                         "unknown": out["avaeCall"].astype(str).str.startswith("unknown")
+                         .to_numpy(bool),
+                         "rot": pd.Series(rot, dtype=object).to_numpy()})
+
+
+def write_back(out: pd.DataFrame, ds: Mapping[str, Any], relion_star: str | None,
+               header: str | None) -> None:
+    """Predictions out to the user's tools: a RELION 5 particles STAR (``relion_star``;
+    coordinates centred in A with the RELION project's geometry when the tomogram is one of
+    its tomograms, else with ``header``'s MRC at dataset.voxel_size, binning 1) and, for a
+    copick dataset, copick picks (one pick set per predicted class)."""
+    from affinity_vae.io import relion
+
+    voxel_size = float(ds["voxel_size"])
+    names = list(dict.fromkeys(out["rlnTomoName"].astype(str)))
+    if relion_star:
+        info = relion.read_tomograms(ds) if ds["source"] == "relion" else {}
+        if not all(n in info for n in names):
+            if header is None:
+                raise InputError(f"{relion_star}: no tomogram geometry for {names} -- "
+                                 f"internal: the predict rule needs the tomogram's header")
+            info = {n: relion.header_tomogram(n, header, voxel_size) for n in names}
+        optics = {k: ds[k] for k in ("voltage_kv", "cs_mm", "amplitude_contrast")}
+        relion.write_particles(out, info, relion_star, out.attrs.get("classes") or
+                               sorted(set(out["avaePredictedClass"].astype(str))), optics)
+    if ds["source"] == "copick":
+        try:
+            from affinity_vae.io.copick_project import write_picks
+        except ImportError as exc:
+            raise InputError(f"dataset.source copick: cannot import copick ({exc}) -- install "
+                             f"copick in the predict environment") from None
+        write_picks(dict(ds), picks_table(out), voxel_size)
 
 
 def extract_new(tomogram: str, coordinates: str, stack: str, star: str, name: str,
@@ -206,8 +264,9 @@ def main(smk: Any) -> None:
                     smk.output.star, smk.wildcards.name, smk.params.extract,
                     float(smk.params.voxel_size))
         return
-    predict_particles(smk.input.model, smk.input.stack, smk.input.star, smk.input.latents,
-                      smk.params.evaluate, float(smk.params.predict["unknown_quantile"]),
-                      int(smk.params.seed), smk.output.star, smk.output.latents,
-                      smk.params.device, int(smk.threads),
-                      train_metrics=smk.input.get("metrics"))
+    out = predict_particles(smk.input.model, smk.input.stack, smk.input.star,
+                            smk.input.latents, smk.params.evaluate,
+                            float(smk.params.predict["unknown_quantile"]), int(smk.params.seed),
+                            smk.output.star, smk.output.latents, smk.params.device,
+                            int(smk.threads), train_metrics=smk.input.get("metrics"))
+    write_back(out, smk.params.dataset, smk.output.get("relion"), smk.input.get("header"))

@@ -106,6 +106,7 @@ def preflight(config: dict[str, Any]) -> None:
         box = s.out_box()
         key = "extract.bin_to" if s.bin_to else "extract.box_size"
         data = (shrec_classes(config, s) if ds["source"] == "shrec"
+                else check_relion(config) if ds["source"] == "relion"
                 else simulated_classes(config, s))
     check_depth(config, box, key)
     if data is not None:
@@ -176,6 +177,24 @@ def subtomo_folder_classes(config: dict[str, Any], s: Settings
     class_list = dataset_classes(files["class"], s, str(ds["path"]), listed_in)
     data = DataClasses(class_list, check_unseen(unseen, class_list, str(ds["path"])), origin)
     return data, s.out_box(box), key
+
+
+def check_relion(config: dict[str, Any]) -> DataClasses:
+    """A RELION 5 project (dataset.source relion): tomograms, voxel sizes, coordinates inside
+    their tomograms (affinity_vae.io.relion.check_project) and the classes of its particles."""
+    # starfile: only for RELION projects
+    from affinity_vae.io.relion import check_project
+
+    ds = config["dataset"]
+    s = Settings.from_config(config["extract"])
+    raw = check_project(ds, float(ds["voxel_size"]),
+                        read_mrc=config["extract"]["source"] != "isolated")
+    star = Path(ds["relion"]["particles_star"])
+    origin = {}
+    for name, mapped in zip(raw, map_classes(raw, s)):
+        if mapped is not None:
+            origin.setdefault(class_key(mapped), (star, name))
+    return _classes(config, raw, s, f"the particles of {star}", origin)
 
 
 def simulated_classes(config: dict[str, Any], s: Settings) -> DataClasses | None:

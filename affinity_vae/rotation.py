@@ -76,6 +76,18 @@ def relion_to_matrix(angles: Sequence[float] | np.ndarray) -> np.ndarray:
     return rot.inv().as_matrix()
 
 
+def relion_to_zxz(angles: Sequence[float] | np.ndarray) -> np.ndarray:
+    """RELION (rot, tilt, psi) -> SHREC (Z1, X, Z2), degrees; (3,) or (n, 3). Inverse of
+    :func:`zxz_to_relion` (same rotation matrix, :func:`relion_to_matrix`)."""
+    return matrix_to_zxz(relion_to_matrix(angles))
+
+
+def matrix_to_relion(matrix: np.ndarray) -> np.ndarray:
+    """Active (x, y, z) matrix (3, 3) or (n, 3, 3) -> RELION (rot, tilt, psi) degrees, (3,) or
+    (n, 3). Inverse of :func:`relion_to_matrix`."""
+    return Rotation.from_matrix(matrix).inv().as_euler(RELION_ORDER, degrees=True)
+
+
 def zyx_matrix(matrix_xyz: np.ndarray) -> np.ndarray:
     """Re-express a (3, 3) matrix acting on (x, y, z) as one acting on array indices (z, y, x)."""
     return np.asarray(matrix_xyz)[::-1, ::-1]

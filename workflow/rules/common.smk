@@ -1,5 +1,6 @@
 # Shared helpers: config validation, paths of every stage's outputs, the tomogram list.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def tomograms():
         return [f"model_{i}" for i in range(config["simulate"]["n_tomograms"])]
     if ds["source"] == "shrec":
         return list(ds["tomograms"])
+    if ds["source"] in IMPORTED_SOURCES:  # read from the project at planning time
+        return imported_tomogram_names(ds)
     if (
         ds["source"] == "alphanumeric"
     ):  # one rendered image stack (rule alphanumeric_dataset)
@@ -51,7 +54,41 @@ def tomogram_dir(tomo):
     ds = config["dataset"]
     if ds["source"] == "simulate":
         return f"{RUN}/data/simulated/{tomo}"
+    if ds["source"] in IMPORTED_SOURCES:  # written by rule import_tomogram
+        return f"{RUN}/data/{ds['source']}/{tomo}"
     return f"{ds['path']}/{tomo}"
+
+
+# Projects imported per tomogram into the SHREC layout (rule import_tomogram, datasets.smk).
+IMPORTED_SOURCES = ("relion", "copick")
+
+
+def imported_source():
+    """True when the dataset is a project imported per tomogram (rule import_tomogram)."""
+    return config["dataset"]["source"] in IMPORTED_SOURCES
+
+
+def imported_tomogram_names(ds):
+    """rlnTomoName values (relion) or run names (copick) of the project: light readers."""
+    if ds["source"] == "relion":
+        from affinity_vae.io.relion import tomogram_names
+
+        return tomogram_names(ds)
+    from affinity_vae.io.copick_project import run_names
+
+    return run_names(ds)
+
+
+def import_inputs(wildcards):
+    """The project files a tomogram's import reads (re-import when they change)."""
+    ds = config["dataset"]
+    if ds["source"] == "relion":
+        from affinity_vae.io.relion import read_tomograms
+
+        rel = ds["relion"]
+        mrc = read_tomograms(ds)[wildcards.tomo].path
+        return [rel["tomograms_star"], rel["particles_star"], str(mrc)]
+    return [ds["copick"]["config"]] if (ds.get("copick") or {}).get("config") else []
 
 
 def all_targets():

@@ -1,5 +1,26 @@
 # Stage `predict`: a trained model applied to new tomograms -> latents, classes ("unknown,
-# nearest X" for poor fits) and poses as STAR (affinity_vae/predict.py; docs/evaluate.md).
+# nearest X" for poor fits) and poses as STAR (affinity_vae/predict.py; docs/evaluate.md), also
+# written back as a RELION 5 particles STAR (and copick picks for a copick dataset).
+
+
+def predict_header(wildcards):
+    """The tomogram whose header gives the RELION write-back its geometry (size, voxel size):
+    a configured new tomogram, or the run's own tomogram (none for particle-file datasets)."""
+    if wildcards.name in predict_inputs():
+        return {"header": predict_raw_tomogram(wildcards)}
+    if config["dataset"]["source"] in ("subtomo_folder", "alphanumeric"):
+        return {}
+    return {"header": f"{tomogram_dir(wildcards.name)}/reconstruction.mrc"}
+
+
+def predict_relion_output():
+    """{relion: predict/<name>_relion.star} unless the predicted particles have no tomogram
+    (a subtomo_folder or alphanumeric dataset predicting its own test particles)."""
+    no_tomogram = config["dataset"]["source"] in ("subtomo_folder", "alphanumeric")
+    if no_tomogram and not config["predict"]["tomograms"]:
+        return {}
+    return {"relion": f"{RUN}/predict/{{name}}_relion.star"}
+
 
 
 rule predict_denoise:
@@ -49,6 +70,7 @@ rule predict_extract:
 rule predict_particles:
     input:
         unpack(predict_boxes),
+        unpack(predict_header),
         model=f"{RUN}/model/{config['predict']['variant']}/model.pt",
         latents=f"{RUN}/eval/{config['predict']['variant']}/latents.parquet",
         # pose.frames: predicted angles go into each class's structure frame
@@ -56,6 +78,7 @@ rule predict_particles:
     output:
         star=f"{RUN}/predict/{{name}}_predicted.star",
         latents=f"{RUN}/predict/{{name}}_latents.parquet",
+        **predict_relion_output(),
     log:
         f"{LOGS}/predict/{{name}}.log",
     benchmark:
@@ -66,6 +89,7 @@ rule predict_particles:
     params:
         predict=config["predict"],
         evaluate=config["evaluate"],
+        dataset=config["dataset"],
         seed=config["seed"],
         device=config["device"],
     script:
@@ -75,3 +99,7 @@ rule predict_particles:
 rule predict:
     input:
         expand(f"{RUN}/predict/{{name}}_predicted.star", name=predict_names()),
+        expand(
+            list(predict_relion_output().values()),
+            name=predict_names(),
+        ),
