@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import http.server
+import os
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from scipy.spatial.transform import Rotation
 from affinity_vae.config import check_config
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume, write_volume
-from affinity_vae.structures import build_structures, main
+from affinity_vae.structures import build_structures, main, sources
 from affinity_vae.structures.density import (
     centre_map,
     model_density,
@@ -32,7 +33,12 @@ from affinity_vae.structures.generate import (
     class_names,
     generate_molecule,
 )
-from affinity_vae.structures.sources import molecule_to_structure, read_model
+from affinity_vae.structures.sources import (
+    download_rcsb,
+    molecule_to_structure,
+    rcsb_is_assembly,
+    read_model,
+)
 from affinity_vae.symmetry import group_rotations, parse_point_group
 
 VOXEL = 10.0
@@ -186,7 +192,8 @@ def test_dir_symmetry_key_case_insensitive_and_checked(tmp_path, caplog):
     caplog.set_level("INFO", logger="affinity_vae.structures.build")
     cfg = {"source": "dir", "path": str(d), "symmetry": {"RING6": "d6", "Tetra45": "T"}}
     man = build_structures(cfg, VOXEL, 0, tmp_path / "s")
-    assert dict(zip(man["class"], man["symmetry"])) == {"Ring6": "D6", "globule": "C1",
+    # class names are the files' lower-case stems (Ring6.pdb -> ring6)
+    assert dict(zip(man["class"], man["symmetry"])) == {"ring6": "D6", "globule": "C1",
                                                          "tetra45": "T"}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith("tetra45 ") and "structures.symmetry" \
@@ -332,10 +339,15 @@ def test_mmcif_and_pdb_of_one_entry_give_the_same_assembly(shrec_structures, tmp
 
 # ------------------------------------------------------------------ rcsb source
 class _Server:
-    """A loopback HTTP server answering /<ID>-assembly1.cif or /<ID>.cif from the shared PDBs."""
+    """A loopback HTTP server answering /<ID>-assembly1.cif or /<ID>.cif from the shared PDBs.
+
+    ``fail[name]``: HTTP codes answered (one each, in order) before the file; ``bodies[name]``:
+    what is served instead of the PDB. ``requests`` lists every path asked for."""
 
     def __init__(self, pdb_dir: Path, assembly_ids: set[str]):
         self.requests: list[str] = []
+        self.fail: dict[str, list[int]] = {}
+        self.bodies: dict[str, bytes] = {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -343,12 +355,16 @@ class _Server:
                 server.requests.append(self.path)
                 name = self.path.rsplit("/", 1)[-1]
                 pid = name.split("-")[0].split(".")[0].lower()
+                if server.fail.get(name):
+                    self.send_error(server.fail[name].pop(0))
+                    return
                 ok = (pdb_dir / f"{pid}.pdb").is_file() and (
                     name.endswith("-assembly1.cif") == (pid in assembly_ids))
                 if not ok:
                     self.send_error(404)
                     return
-                body = (pdb_dir / f"{pid}.pdb").read_bytes()  # PDB text, sniffed by the reader
+                # PDB text, sniffed by the reader
+                body = server.bodies.get(name) or (pdb_dir / f"{pid}.pdb").read_bytes()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -373,19 +389,64 @@ def rcsb_server(shrec_structures):
     server.close()
 
 
-def test_rcsb_downloads_once_and_uses_the_cache(rcsb_server, tmp_path):
+def test_rcsb_downloads_once_and_uses_the_cache(rcsb_server, shrec_structures, tmp_path):
     cfg = {"source": "rcsb", "ids": ["3QM1", "1s3x"], "rcsb_url": rcsb_server.url,
            "cache": str(tmp_path / "cache")}
     man = build_structures(cfg, VOXEL, 0, tmp_path / "a").set_index("class")
     # 3qm1 from its assembly file; 1s3x has none here and falls back to <ID>.cif
     assert sorted(rcsb_server.requests) == sorted(
         ["/download/3QM1-assembly1.cif", "/download/1S3X-assembly1.cif", "/download/1S3X.cif"])
-    assert (tmp_path / "cache" / "3QM1-assembly1.cif").is_file()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["1S3X.cif", "3QM1.cif"]
+    assert rcsb_is_assembly(tmp_path / "cache" / "3QM1.cif")
+    assert not rcsb_is_assembly(tmp_path / "cache" / "1S3X.cif")
     assert list(man.index) == ["1s3x", "3qm1"] and set(man["source"]) == {"rcsb"}
+    # an assembly file is used as it is (its BIOMT dimer is not built a second time); the
+    # deposited entry of 1s3x gets its assembly built, as the dir source does
+    atoms = {}
+    for pid in ("3qm1", "1s3x"):
+        st = gemmi.read_structure(str(shrec_structures / "pdb" / f"{pid}.pdb"))
+        st.remove_hydrogens()
+        st.remove_waters()
+        atoms[pid] = st[0].count_atom_sites()
+    assert man.loc["3qm1", "n_atoms"] == atoms["3qm1"]
+    assert man.loc["1s3x", "n_atoms"] == read_model(shrec_structures / "pdb" / "1s3x.pdb")[0][
+        0].count_atom_sites()
     n_before = len(rcsb_server.requests)
     man2 = build_structures(cfg, VOXEL, 0, tmp_path / "b").set_index("class")
     assert len(rcsb_server.requests) == n_before  # second run: no request at all
     pd.testing.assert_frame_equal(man, man2)
+
+
+def test_rcsb_download_is_parsed_before_it_is_kept(rcsb_server, tmp_path):
+    rcsb_server.bodies["3QM1-assembly1.cif"] = b"<html>Service unavailable</html>\n"
+    out = tmp_path / "cache" / "3QM1.cif"
+    with pytest.raises(InputError, match=r"3QM1-assembly1\.cif is not a usable structure "
+                                         r"file .* -- check structures\.rcsb_url") as e:
+        download_rcsb("3qm1", rcsb_server.url, out)
+    assert "\n" not in str(e.value) and "tmp" not in str(e.value)
+    assert not list((tmp_path / "cache").iterdir())  # nothing kept, no temporary left
+
+
+def test_rcsb_retries_a_passing_failure_only(rcsb_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "RCSB_RETRY_WAIT_S", 0.0)
+    # two 503s, then the file: kept on the 3rd try
+    rcsb_server.fail["3QM1-assembly1.cif"] = [503, 503]
+    path = download_rcsb("3qm1", rcsb_server.url, tmp_path / "c" / "3QM1.cif")
+    assert rcsb_server.requests == ["/download/3QM1-assembly1.cif"] * 3
+    assert read_model(path, "3qm1", rcsb_is_assembly(path))[0][0].count_atom_sites() > 0
+    # a server that keeps failing: RCSB_ATTEMPTS tries, then one line
+    rcsb_server.requests.clear()
+    rcsb_server.fail["1S3X-assembly1.cif"] = [502] * 5
+    with pytest.raises(InputError, match=r"HTTP 502 after 3 tries\) -- retry later"):
+        download_rcsb("1s3x", rcsb_server.url, tmp_path / "c" / "1S3X.cif")
+    assert len(rcsb_server.requests) == sources.RCSB_ATTEMPTS == 3
+    # a refusal that will not pass (403) is not retried
+    rcsb_server.requests.clear()
+    rcsb_server.fail["1S3X-assembly1.cif"] = [403]
+    with pytest.raises(InputError, match=r"HTTP 403\) -- retry later"):
+        download_rcsb("1s3x", rcsb_server.url, tmp_path / "c" / "1S3X.cif")
+    assert len(rcsb_server.requests) == 1
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["3QM1.cif"]
 
 
 def test_rcsb_offline_is_one_clear_line(tmp_path):
@@ -400,6 +461,81 @@ def test_rcsb_offline_is_one_clear_line(tmp_path):
         build_structures(cfg, VOXEL, 0, out)
     assert "\n" not in str(e.value) and _nothing_written(out)
     assert not list(tmp_path.glob("cache/*"))  # nothing half-downloaded in the cache
+
+
+def _snakemake_rcsb(cfg: Path, *args: str) -> tuple[dict[str, int], str]:
+    """Run the workflow's `structures` target with the config file ``cfg`` (job table, output)."""
+    from workflow_helpers import job_table, snakemake
+
+    proc = snakemake("structures", "--cores", "1", *args, "--configfile", str(cfg),
+                     env={"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    return job_table(proc.stdout), proc.stdout
+
+
+@pytest.mark.slow
+def test_rcsb_downloads_are_rule_outputs(rcsb_server, repo, tmp_path):
+    """Rule fetch_structure makes <cache>/<ID>.cif, one job an ID, before the structures job:
+    a dry run plans them, a run fetches each once, a deleted file is fetched again (only it)
+    by the next run that needs it, and a present one never is, not even when
+    structures.rcsb_url changes. The structures job only reads the files (it succeeds with an
+    unreachable URL)."""
+    import shutil
+
+    runs, cache = ["test_rcsb_fetch", "test_rcsb_fetch2"], tmp_path / "cache"
+    config = yaml.safe_load((repo / "tests" / "configs" / "tiny.yaml").read_text())
+    config["structures"] = {"source": "rcsb", "ids": ["3qm1", "1S3X", "1bxn"],
+                            "exclude": ["1bxn"], "rcsb_url": rcsb_server.url,
+                            "cache": str(cache)}
+    config["dataset"]["unseen_classes"] = []
+    cfg = tmp_path / "rcsb.yaml"
+
+    def write(run: str, url: str = rcsb_server.url) -> None:
+        config["run"] = run
+        config["structures"]["rcsb_url"] = url
+        cfg.write_text(yaml.safe_dump(config))
+
+    for run in runs:
+        shutil.rmtree(repo / "results" / run, ignore_errors=True)
+    try:
+        write(runs[0])
+        jobs, out = _snakemake_rcsb(cfg, "-n")
+        assert jobs == {"fetch_structure": 2, "structures_build": 1, "structures": 1}, out
+        assert f"output: {cache}/3QM1.cif" in out and f"output: {cache}/1S3X.cif" in out
+        assert rcsb_server.requests == []  # (1bxn is excluded: never planned)
+
+        jobs, out = _snakemake_rcsb(cfg)
+        assert jobs["fetch_structure"] == 2, out
+        assert sorted(rcsb_server.requests) == sorted(
+            ["/download/3QM1-assembly1.cif", "/download/1S3X-assembly1.cif",
+             "/download/1S3X.cif"])
+        man = pd.read_csv(repo / "results" / runs[0] / "structures" / "manifest.csv")
+        assert list(man["class"]) == ["1s3x", "3qm1"]
+        kept = (cache / "3QM1.cif").stat().st_mtime_ns
+
+        # a deleted download: a finished run is left alone; the next run fetches only it
+        rcsb_server.requests.clear()
+        (cache / "1S3X.cif").unlink()
+        assert _snakemake_rcsb(cfg)[0] == {}
+        write(runs[1])
+        jobs, out = _snakemake_rcsb(cfg)
+        assert jobs == {"fetch_structure": 1, "structures_build": 1, "structures": 1}, out
+        assert sorted(rcsb_server.requests) == ["/download/1S3X-assembly1.cif",
+                                                "/download/1S3X.cif"]
+        assert (cache / "3QM1.cif").stat().st_mtime_ns == kept
+
+        # present downloads are never fetched again, whatever the URL, nor after a checkout
+        # renews the fetch script's mtime; the structures job (re-run: its params changed)
+        # reads them with nothing listening at the URL
+        rcsb_server.requests.clear()
+        os.utime(repo / "scripts" / "fetch_structure.py")
+        write(runs[1], "http://127.0.0.1:9/nowhere")
+        jobs, out = _snakemake_rcsb(cfg)
+        assert jobs == {"structures_build": 1, "structures": 1}, out
+        assert rcsb_server.requests == []
+        assert (cache / "3QM1.cif").stat().st_mtime_ns == kept
+    finally:
+        for run in runs:
+            shutil.rmtree(repo / "results" / run, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ bad input

@@ -6,20 +6,25 @@ density is computed.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
 import os
 import re
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gemmi
 import numpy as np
 
 from affinity_vae.classnames import class_key
 from affinity_vae.errors import InputError
-from affinity_vae.io.atomic import atomic_path
+from affinity_vae.io.atomic import disk_full_error, is_disk_full
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.structures.checks import check_pdb_id, split_name
 from affinity_vae.structures.generate import MULTIPLICITY_REMARK, Molecule
@@ -207,48 +212,151 @@ def read_dir(folder: str | os.PathLike, classes: list[str] = (),
 
 
 # ---------------------------------------------------------------- RCSB
-def fetch_rcsb(pdb_id: str, url: str, cache: str | os.PathLike, timeout: float = 60) -> Path:
-    """Path of the assembly mmCIF of ``pdb_id`` in ``cache``, downloaded once from
-    ``{url}/{ID}-assembly1.cif`` (falling back to ``{url}/{ID}.cif``)."""
-    pid = check_pdb_id(pdb_id).upper()
-    cache = Path(cache).expanduser()
-    names = [f"{pid}-assembly1.cif", f"{pid}.cif"]
-    for name in names:
-        if (cache / name).is_file() and (cache / name).stat().st_size > 0:
-            log.info("%s: cached %s", pid, cache / name)
-            return cache / name
-    base = url.rstrip("/")
-    for name in names:
+#: the workflow's default download folder (structures.cache), relative to the working directory
+RCSB_CACHE = "resources/structures/rcsb"
+#: seconds one HTTP request may wait for the server
+RCSB_TIMEOUT_S = 60.0
+#: tries of one URL when the failure may pass (timeout, dropped connection, HTTP 429 / 5xx)
+RCSB_ATTEMPTS = 3
+#: seconds before the 2nd try, doubled before each further one
+RCSB_RETRY_WAIT_S = 5.0
+#: first line of a downloaded file: what was fetched, so a biological-assembly file (already
+#: the assembly) is told from a deposited entry (whose assembly is still to be built)
+RCSB_MARKER = "# affinity_vae rcsb download: "
+_RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}
+
+
+def rcsb_path(pdb_id: str, cache: str | os.PathLike) -> Path:
+    """Where the download of ``pdb_id`` lives: ``{cache}/{ID}.cif`` (upper-case ID)."""
+    return Path(cache).expanduser() / f"{check_pdb_id(pdb_id).upper()}.cif"
+
+
+def rcsb_is_assembly(path: str | os.PathLike) -> bool:
+    """Whether a file written by :func:`download_rcsb` holds an RCSB biological-assembly
+    file (``{ID}-assembly1.cif``) rather than the deposited entry (``{ID}.cif``)."""
+    with open(path, "rb") as fh:
+        first = fh.readline().decode("utf-8", "replace")
+    return first.startswith(RCSB_MARKER) and "-assembly" in first
+
+
+def _get(url: str, pid: str, timeout: float, attempts: int) -> bytes | None:
+    """The body at ``url`` (None: HTTP 404), trying up to ``attempts`` times when the failure
+    may pass. Raises InputError (one line) for the rest."""
+    base = url.rsplit("/", 1)[0]
+    for attempt in range(1, attempts + 1):
+        last = attempt == attempts
         try:
-            with urllib.request.urlopen(f"{base}/{name}", timeout=timeout) as resp:
-                data = resp.read()
+            req = urllib.request.Request(url, headers={"User-Agent": "affinity-vae-pipeline"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
-                continue
-            raise InputError(f"structures.ids: downloading {base}/{name} failed (HTTP "
-                             f"{exc.code}) -- retry later or use structures.source: dir") from None
+                return None
+            if exc.code not in _RETRY_HTTP or last:
+                raise InputError(f"structures.ids: downloading {url} failed (HTTP {exc.code}"
+                                 f"{f' after {attempts} tries' if attempt > 1 else ''}) -- "
+                                 f"retry later or use structures.source: dir") from None
+            why = f"HTTP {exc.code}"
+        except (TimeoutError, ConnectionResetError, http.client.HTTPException) as exc:
+            if last:
+                raise InputError(f"structures.ids: downloading {url} failed ({exc!r} after "
+                                 f"{attempts} tries) -- retry later or use structures.source: "
+                                 f"dir") from None
+            why = repr(exc)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise InputError(f"structures.ids: cannot reach {base} for {pid} ({reason}) -- check "
-                             f"the network/proxy or download the files and use "
-                             f"structures.source: dir") from None
-        cache.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache / name) as tmp:
-            tmp.write_bytes(data)
-            read_model(tmp, pid.lower(), "-assembly" in name)  # validate before caching
-        log.info("%s: downloaded %s (%d bytes)", pid, name, len(data))
-        return cache / name
+            if isinstance(reason, TimeoutError) and not last:
+                why = repr(reason)
+            else:  # refused, no route, unknown host: no use trying again
+                raise InputError(f"structures.ids: cannot reach {base} for {pid} ({reason}) "
+                                 f"-- check the network/proxy or download the files and use "
+                                 f"structures.source: dir") from None
+        wait = RCSB_RETRY_WAIT_S * 2 ** (attempt - 1)
+        log.warning("%s: %s (%s); try %d of %d in %.0f s", pid, url, why, attempt + 1, attempts,
+                    wait)
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def download_rcsb(pdb_id: str, url: str, out: str | os.PathLike,
+                  timeout: float = RCSB_TIMEOUT_S, attempts: int = RCSB_ATTEMPTS) -> Path:
+    """Download the assembly mmCIF of ``pdb_id`` to ``out``: ``{url}/{ID}-assembly1.cif``,
+    else (HTTP 404) ``{url}/{ID}.cif``. The file starts with a :data:`RCSB_MARKER` comment
+    line naming what was fetched; it is parsed (:func:`read_model`) before it is kept, and
+    appears under its name only when complete (written to a temporary sibling, renamed)."""
+    pid = check_pdb_id(pdb_id).upper()
+    out = Path(out).expanduser()
+    base = url.rstrip("/")
+    for name in (f"{pid}-assembly1.cif", f"{pid}.cif"):
+        data = _get(f"{base}/{name}", pid, timeout, attempts)
+        if data is None:
+            continue
+        head = f"{RCSB_MARKER}{name} from {base}\n".encode()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.tmp-", suffix=".cif")
+        except OSError as exc:
+            if is_disk_full(exc, _existing(out.parent)):
+                raise disk_full_error(out) from exc
+            raise InputError(f"config key 'structures.cache': cannot write to {out.parent} "
+                             f"({exc.strerror}) -- point it at a writable folder") from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(head + data)
+            try:  # validate before keeping
+                read_model(tmp, pid.lower(), "-assembly" in name)
+            except InputError as exc:
+                why = str(exc).split(": ", 1)[-1].split(" -- ")[0]
+                raise InputError(f"structures.ids: {base}/{name} is not a usable structure "
+                                 f"file ({why}) -- check structures.rcsb_url, or download the "
+                                 f"file and use structures.source: dir") from None
+            os.replace(tmp, out)
+        except OSError as exc:
+            if is_disk_full(exc, out.parent):
+                raise disk_full_error(out) from exc
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        log.info("%s: downloaded %s (%d bytes) -> %s", pid, name, len(data), out)
+        return out
     raise InputError(f"config key 'structures.ids': PDB ID {pid} not found at {base} "
                      f"-- check the ID")
 
 
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def fetch_rcsb(pdb_id: str, url: str, cache: str | os.PathLike,
+               timeout: float = RCSB_TIMEOUT_S) -> Path:
+    """Path of the download of ``pdb_id`` in ``cache`` (:func:`rcsb_path`): taken as it is
+    when present (never downloaded again), else downloaded (:func:`download_rcsb`). In the
+    workflow, rule ``fetch_structure`` has made every file before the structures job runs."""
+    path = rcsb_path(pdb_id, cache)
+    if path.is_file() and path.stat().st_size > 0:
+        log.info("%s: cached %s", path.stem, path)
+        return path
+    return download_rcsb(pdb_id, url, path, timeout)
+
+
 def read_rcsb(ids: list[str], url: str, cache: str | os.PathLike, classes: list[str] = (),
               exclude: list[str] = ()) -> list[ClassSource]:
-    """Download (or take from the cache) and read every PDB ID; class name = lower-case ID."""
+    """Read every selected PDB ID from ``cache`` (downloading what is missing); class name =
+    lower-case ID."""
     names = [check_pdb_id(i) for i in ids]
     out = []
     for name in select(names, [c.lower() for c in classes], [c.lower() for c in exclude],
                        "structures.ids"):
-        st, mult = read_model(fetch_rcsb(name, url, cache), name)
+        path = fetch_rcsb(name, url, cache)
+        st, mult = read_model(path, name, rcsb_is_assembly(path))
         out.append(ClassSource(name, shrec_group(name), "rcsb", st, mult))
     return out
+
+
+def fetch_main(smk: Any) -> None:
+    """Rule ``fetch_structure``: download ``smk.params.pdb_id`` from ``smk.params.url`` to
+    ``smk.output[0]`` (scripts/fetch_structure.py builds ``smk`` from its arguments)."""
+    download_rcsb(smk.params.pdb_id, smk.params.url, smk.output[0])
