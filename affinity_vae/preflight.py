@@ -107,6 +107,7 @@ def preflight(config: dict[str, Any]) -> None:
         key = "extract.bin_to" if s.bin_to else "extract.box_size"
         data = (shrec_classes(config, s) if ds["source"] == "shrec"
                 else check_relion(config) if ds["source"] == "relion"
+                else check_copick(config) if ds["source"] == "copick"
                 else simulated_classes(config, s))
     check_depth(config, box, key)
     if data is not None:
@@ -195,6 +196,24 @@ def check_relion(config: dict[str, Any]) -> DataClasses:
         if mapped is not None:
             origin.setdefault(class_key(mapped), (star, name))
     return _classes(config, raw, s, f"the particles of {star}", origin)
+
+
+def check_copick(config: dict[str, Any]) -> DataClasses:
+    """A copick project (dataset.source copick): project file, runs, tomogram type and voxel
+    spacing (= dataset.voxel_size), objects, every pick inside its tomogram
+    (affinity_vae.io.copick_project.check_project) and the classes (objects) of its picks."""
+    # copick: only for copick projects
+    from affinity_vae.io.copick_project import check_project
+
+    s = Settings.from_config(config["extract"])
+    found = check_project(config)
+    raw = sorted(found)
+    origin = {}
+    for name, mapped in zip(raw, map_classes(raw, s)):
+        if mapped is not None:
+            origin.setdefault(class_key(mapped), (Path(found[name]), name))
+    where = config["dataset"]["copick"]["config"]
+    return _classes(config, raw, s, f"the picks of copick project {where}", origin)
 
 
 def simulated_classes(config: dict[str, Any], s: Settings) -> DataClasses | None:
