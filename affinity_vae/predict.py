@@ -174,25 +174,26 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
 def picks_table(out: pd.DataFrame) -> pd.DataFrame:
     """The predictions as the copick write-back reads them (affinity_vae.io.copick_project.
     write_picks): one row a particle, columns tomogram, x, y, z (voxels of the tomogram),
-    predicted (the classifier's class), unknown (bool: the call is "unknown, nearest ..."), rot
-    (a (3, 3) float64 active rotation in (x, y, z) per row -- the predicted pose in the class's
-    structure frame when known, see :func:`angle_columns` -- or None without predicted angles).
+    predicted (the classifier's class), unknown (bool: the call is "unknown, nearest ..."),
+    r00 .. r22 (row-major entries of the (3, 3) active rotation in (x, y, z) -- the predicted
+    pose in the class's structure frame when known, see :func:`angle_columns`; NaN without
+    predicted angles).
     """
     from affinity_vae.rotation import relion_to_matrix
 
     angles = ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]
     if all(c in out.columns for c in angles):
-        rot = list(relion_to_matrix(out[angles].to_numpy(float)).reshape(-1, 3, 3))
+        rot = relion_to_matrix(out[angles].to_numpy(float)).reshape(-1, 9)
     else:
-        rot = [None] * len(out)
+        rot = np.full((len(out), 9), np.nan)
+    cols = {f"r{i}{j}": rot[:, 3 * i + j] for i in range(3) for j in range(3)}
     return pd.DataFrame({"tomogram": out["rlnTomoName"].astype(str).to_numpy(),
                          "x": out["rlnCoordinateX"].to_numpy(float),
                          "y": out["rlnCoordinateY"].to_numpy(float),
                          "z": out["rlnCoordinateZ"].to_numpy(float),
                          "predicted": out["avaePredictedClass"].astype(str).to_numpy(),
                          "unknown": out["avaeCall"].astype(str).str.startswith("unknown")
-                         .to_numpy(bool),
-                         "rot": pd.Series(rot, dtype=object).to_numpy()})
+                         .to_numpy(bool), **cols})
 
 
 def write_back(out: pd.DataFrame, ds: Mapping[str, Any], relion_star: str | None,

@@ -247,3 +247,19 @@ def test_tiny_pipeline_runs_from_a_relion_project(tmp_path):
     np.testing.assert_allclose(back[list(relion.CENTRED)].to_numpy(float),
                                given[list(relion.CENTRED)].to_numpy(float), atol=1e-4)
     assert set(back["avaeClassName"]) <= set(classes)
+
+
+def test_picks_table_carries_the_predicted_rotation():
+    from affinity_vae.predict import picks_table
+
+    ang = random_relion(4)
+    out = pd.DataFrame({"rlnTomoName": "TS_0", "rlnCoordinateX": [1.0, 2, 3, 4],
+                        "rlnCoordinateY": 5.0, "rlnCoordinateZ": 6.0,
+                        **{k: ang[:, i] for i, k in enumerate(relion.ANGLES)},
+                        "avaePredictedClass": ["a", "b", "a", "a"],
+                        "avaeCall": ["a", "unknown, nearest b", "a", "a"]})
+    t = picks_table(out)
+    rot = t[[f"r{i}{j}" for i in range(3) for j in range(3)]].to_numpy(float).reshape(-1, 3, 3)
+    np.testing.assert_allclose(rot, relion_to_matrix(ang), atol=1e-12)
+    assert list(t["unknown"]) == [False, True, False, False]
+    assert list(t["tomogram"]) == ["TS_0"] * 4
