@@ -10,37 +10,26 @@ import shlex
 
 from affinity_vae.preflight import structure_classes
 
-
-def rcsb_cache():
-    """The folder RCSB downloads land in: structures.cache, `~` expanded, no trailing /."""
-    return os.path.expanduser(config["structures"]["cache"]).rstrip("/") or "/"
-
-
-def structure_downloads(wildcards=None):
-    """The downloaded files the structures job reads: <cache>/<ID>.cif for every PDB ID
-    left after structures.classes / structures.exclude (source rcsb; else none)."""
-    if config["structures"]["source"] != "rcsb":
-        return []
-    names, _ = structure_classes(config)
-    return [f"{rcsb_cache()}/{name.upper()}.cif" for name in names]
-
-
-# The Python of the fetch job: the stage's conda env's (first on PATH) when envs are deployed,
-# else the one running Snakemake, as for script: rules.
-FETCH_PYTHON = (
-    "python"
-    if workflow.deployment_settings.deployment_method
-    else shlex.quote(sys.executable)
+# The folder RCSB downloads land in (structures.cache, `~` expanded), and the files the
+# structures job reads: <cache>/<ID>.cif for every PDB ID left after structures.classes /
+# structures.exclude (source rcsb; else none).
+RCSB_CACHE = os.path.normpath(os.path.expanduser(config["structures"]["cache"]))
+RCSB_DOWNLOADS = (
+    [f"{RCSB_CACHE}/{name.upper()}.cif" for name in structure_classes(config)[0]]
+    if config["structures"]["source"] == "rcsb"
+    else []
 )
 
 
 # shell:, not script:. Snakemake re-runs a script: job whose output is older than the script
-# file, so a fresh clone (new mtimes) would fetch a whole shared cache again. Retries and
-# timeouts: affinity_vae/structures/sources.py (download_rcsb). The URL is not a param: a
-# changed structures.rcsb_url fetches nothing again. Local: the submit host has the network.
+# file, so a fresh clone (new mtimes) would fetch a whole shared cache again. What the command
+# needs beyond the ID is passed as resources, not params: a changed param re-runs the job, a
+# changed resource does not, so a changed structures.rcsb_url fetches nothing again. Retries
+# and timeouts: affinity_vae/structures/sources.py (download_rcsb). Local: the submit host has
+# the network.
 rule fetch_structure:
     output:
-        f"{rcsb_cache()}/{{id}}.cif",
+        f"{RCSB_CACHE}/{{id}}.cif",
     log:
         f"{LOGS}/fetch_structure/{{id}}.log",
     benchmark:
@@ -54,16 +43,25 @@ rule fetch_structure:
     resources:
         mem_mb=1000,
         runtime=10,
+        # the stage's conda env's Python (first on PATH) when envs are deployed, else the one
+        # running Snakemake, as for script: rules
+        python=(
+            "python"
+            if workflow.deployment_settings.deployment_method
+            else shlex.quote(sys.executable)
+        ),
+        script=str(REPO / "scripts" / "fetch_structure.py"),
+        url=config["structures"]["rcsb_url"],
     params:
         pdb_id=lambda wildcards: wildcards.id,
     shell:
-        "{FETCH_PYTHON} {REPO}/scripts/fetch_structure.py {params.pdb_id} {output:q} "
-        "{config[structures][rcsb_url]:q} {log:q}"
+        "{resources.python} {resources.script:q} {params.pdb_id} {output:q} "
+        "{resources.url:q} {log:q}"
 
 
 rule structures_build:
     input:
-        downloads=structure_downloads,
+        downloads=RCSB_DOWNLOADS,
     output:
         directory(f"{RUN}/structures"),
     log:
