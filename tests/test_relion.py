@@ -152,6 +152,8 @@ def test_import_writes_the_shrec_layout(tmp_path, mrc):
     (lambda ds: ds["relion"].update(class_column="rlnMyClass"), "no class column rlnMyClass"),
     (lambda ds: ds.update(voxel_size=8.0), "rlnTomoTiltSeriesPixelSize 5 x rlnTomo"),
     (lambda ds: ds["relion"].update(tomograms=["TS_9"]), "'TS_9' is not an rlnTomoName"),
+    (lambda ds: ds["relion"].update(tomogram_column="rlnTomoReconstructedTomogramHalf1"),
+     "no column rlnTomoReconstructedTomogramHalf1"),
 ])
 def test_reader_errors_are_one_line_naming_the_file_or_key(tmp_path, mrc, change, match):
     ds = write_project(tmp_path / "proj", mrc, particles(np.array([[5.0, 5, 5]]),
@@ -160,6 +162,15 @@ def test_reader_errors_are_one_line_naming_the_file_or_key(tmp_path, mrc, change
     with pytest.raises(InputError, match=match) as err:
         relion.check_project(ds, float(ds["voxel_size"]))
     assert "\n" not in str(err.value)
+
+
+def test_tomogram_size_must_match_the_mrc(tmp_path, mrc):
+    ds = write_project(tmp_path / "proj", mrc, particles(np.array([[5.0, 5, 5]]),
+                                                         random_relion(1), [1]),
+                       size=(256, 256, 100))
+    with pytest.raises(InputError, match=r"tomograms.star: tomogram 'TS_0'.*\(128, 128, 50\) "
+                                         r"voxels .* has \(128, 128, 48\)"):
+        relion.check_project(ds, 10.0)
 
 
 def test_particle_outside_or_in_an_unknown_tomogram_is_named(tmp_path, mrc):

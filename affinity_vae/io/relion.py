@@ -301,7 +301,12 @@ def check_project(ds: Mapping[str, Any], voxel_size: float, read_mrc: bool = Tru
             if t.path is None or not t.path.is_file():
                 raise InputError(f"{tstar}: tomogram '{name}': file {t.path} not found -- "
                                  f"fix its path or set dataset.relion.project_dir")
-            _, header = volume_header(t.path)
+            shape, header = volume_header(t.path)
+            if tuple(shape) != t.shape_zyx:
+                raise InputError(f"{tstar}: tomogram '{name}': rlnTomoSizeX/Y/Z "
+                                 f"{t.size} / rlnTomoTomogramBinning {t.binning:g} gives "
+                                 f"{t.shape_zyx[::-1]} voxels (x, y, z) but {t.path} has "
+                                 f"{tuple(shape)[::-1]} -- fix rlnTomoSize or the binning")
             if header > 0 and abs(header - voxel_size) > VOXEL_RTOL * voxel_size:
                 raise InputError(f"{t.path}: header voxel size {header:.4g} A disagrees with "
                                  f"dataset.voxel_size {voxel_size:.4g} -- fix the header or "

@@ -3,26 +3,6 @@
 # written back as a RELION 5 particles STAR (and copick picks for a copick dataset).
 
 
-def predict_header(wildcards):
-    """The tomogram whose header gives the RELION write-back its geometry (size, voxel size):
-    a configured new tomogram, or the run's own tomogram (none for particle-file datasets)."""
-    if wildcards.name in predict_inputs():
-        return {"header": predict_raw_tomogram(wildcards)}
-    if config["dataset"]["source"] in ("subtomo_folder", "alphanumeric"):
-        return {}
-    return {"header": f"{tomogram_dir(wildcards.name)}/reconstruction.mrc"}
-
-
-def predict_relion_output():
-    """{relion: predict/<name>_relion.star} unless the predicted particles have no tomogram
-    (a subtomo_folder or alphanumeric dataset predicting its own test particles)."""
-    no_tomogram = config["dataset"]["source"] in ("subtomo_folder", "alphanumeric")
-    if no_tomogram and not config["predict"]["tomograms"]:
-        return {}
-    return {"relion": f"{RUN}/predict/{{name}}_relion.star"}
-
-
-
 rule predict_denoise:
     input:
         predict_raw_tomogram,
@@ -76,9 +56,9 @@ rule predict_particles:
         # pose.frames: predicted angles go into each class's structure frame
         metrics=f"{RUN}/eval/{config['predict']['variant']}/metrics.json",
     output:
+        **predict_relion_output(),
         star=f"{RUN}/predict/{{name}}_predicted.star",
         latents=f"{RUN}/predict/{{name}}_latents.parquet",
-        **predict_relion_output(),
     log:
         f"{LOGS}/predict/{{name}}.log",
     benchmark:
