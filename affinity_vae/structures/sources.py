@@ -212,8 +212,6 @@ def read_dir(folder: str | os.PathLike, classes: list[str] = (),
 
 
 # ---------------------------------------------------------------- RCSB
-#: the workflow's default download folder (structures.cache), relative to the working directory
-RCSB_CACHE = "resources/structures/rcsb"
 #: seconds one HTTP request may wait for the server
 RCSB_TIMEOUT_S = 60.0
 #: tries of one URL when the failure may pass (timeout, dropped connection, HTTP 429 / 5xx)
