@@ -234,7 +234,10 @@ def rcsb_is_assembly(path: str | os.PathLike) -> bool:
     file (``{ID}-assembly1.cif``) rather than the deposited entry (``{ID}.cif``)."""
     with open(path, "rb") as fh:
         first = fh.readline().decode("utf-8", "replace")
-    return first.startswith(RCSB_MARKER) and "-assembly" in first
+    if not first.startswith(RCSB_MARKER):
+        return False
+    fetched = first[len(RCSB_MARKER):].split(maxsplit=1)  # "<name> from <url>"
+    return bool(fetched) and "-assembly" in fetched[0]
 
 
 def _get(url: str, pid: str, timeout: float, attempts: int) -> bytes | None:
