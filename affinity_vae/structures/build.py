@@ -68,7 +68,7 @@ def collect(cfg: dict[str, Any], seed: int) -> list[ClassSource]:
     elif source == "rcsb":
         out = read_rcsb(list(cfg.get("ids") or []),
                         cfg.get("rcsb_url", "https://files.rcsb.org/download"),
-                        cfg.get("cache", "~/.cache/affinity_vae/rcsb"), classes, exclude)
+                        cfg.get("cache", "resources/structures/rcsb"), classes, exclude)
     else:
         raise InputError(f"config key 'structures.source': unknown source '{source}' "
                          f"-- use generated, dir or rcsb")
