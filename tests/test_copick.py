@@ -367,10 +367,12 @@ def _schema_has_copick() -> bool:
 @pytest.mark.skipif(not _schema_has_copick(),
                     reason="needs dataset.source copick in workflow/schemas/dataset.schema.yaml "
                            "and rule import_tomogram (workflow/rules/datasets.smk)")
-def test_tiny_pipeline_from_a_copick_project_to_extract(tmp_path):
+def test_tiny_pipeline_from_a_copick_project_to_predict(tmp_path):
     """The tiny simulation as a copick project (picks with transforms, OME-Zarr tomograms),
-    run to `extract`: every particle reaches the extract STAR with its class (objects renamed
-    back with extract.rename), its coordinates and its rotation."""
+    run to `predict`: every particle reaches the extract STAR with its class (objects renamed
+    back with extract.rename), its coordinates and its rotation; predict writes its calls back
+    into the project, one pick set per predicted class, which copick reads at the test
+    tomogram's particle positions."""
     import starfile
     import yaml
     from workflow_helpers import TINY, snakemake
@@ -396,10 +398,12 @@ def test_tiny_pipeline_from_a_copick_project_to_extract(tmp_path):
                       "unseen_classes": ["ring7"]}
     cfg["extract"] = {**cfg["extract"], "rename": {o: c for c, o in objects.items() if o != c}}
     cfg["denoise"] = {"enabled": False}
+    cfg["train"] = {**cfg["train"], "epochs": 4}  # the test checks the data path, not learning
+    cfg["evaluate"] = {**cfg["evaluate"], "baseline": False}
     cfg_path = tmp_path / "copick.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     shutil.rmtree(REPO / "results" / run, ignore_errors=True)
-    snakemake("extract", "--cores", "2", "--configfile", str(cfg_path), timeout=600)
+    snakemake("predict", "--cores", "2", "--configfile", str(cfg_path), timeout=900)
     for name, (_, loc) in truth.items():
         star = starfile.read(REPO / "results" / run / "subtomos" / f"{name}.star")
         key = ["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]
@@ -412,4 +416,16 @@ def test_tiny_pipeline_from_a_copick_project_to_extract(tmp_path):
                                .to_numpy(float))
         np.testing.assert_allclose(got, zxz_to_matrix(loc[["z1", "x_angle", "z2"]]
                                                       .to_numpy(float)), atol=1e-5)
-
+    # predictions written back: one pick set per predicted class of the test run TS_1, under
+    # dataset.copick.user_id / session_id, at the particles' positions (A)
+    root = copick.from_file(str(cfg_json))
+    ds = cfg["dataset"]["copick"]
+    test_loc = truth["TS_1"][1]
+    written = [p for p in root.get_run("TS_1").get_picks(user_id=ds.get("user_id",
+                                                                         "affinity-vae"))]
+    positions = np.concatenate([p.numpy()[0] for p in written if len(p.points)])
+    want = test_loc[["x", "y", "z"]].to_numpy(float) * VOXEL
+    assert 0 < len(positions) <= len(want)  # calls of "unknown" are not written
+    for row in positions:  # every written pick sits on a test particle
+        assert np.min(np.abs(want - row).max(axis=1)) < 1e-6
+    assert {p.pickable_object_name for p in written if len(p.points)} <= set(objects.values())

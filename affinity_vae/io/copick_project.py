@@ -327,7 +327,7 @@ def rotations(table: pd.DataFrame) -> np.ndarray:
     n = len(table)
     if not set(ROTATION_COLUMNS) <= set(table.columns):
         return np.tile(np.eye(3), (n, 1, 1))
-    rot = table[ROTATION_COLUMNS].to_numpy(float).reshape(n, 3, 3)
+    rot = table[ROTATION_COLUMNS].to_numpy(float, copy=True).reshape(n, 3, 3)  # writable
     bad = ~np.isfinite(rot).all(axis=(1, 2))
     rot[bad] = np.eye(3)
     return rot
