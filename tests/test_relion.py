@@ -258,6 +258,11 @@ def test_tiny_pipeline_runs_from_a_relion_project(tmp_path):
     np.testing.assert_allclose(back[list(relion.CENTRED)].to_numpy(float),
                                given[list(relion.CENTRED)].to_numpy(float), atol=1e-4)
     assert set(back["avaeClassName"]) <= set(classes)
+    # the whole pipeline (default target) writes the test tomograms' predictions back too
+    from workflow_helpers import plan
+
+    jobs, _ = plan("--forceall", "--cores", "1", "--configfile", str(cfg_path))
+    assert jobs.get("predict_particles") == 1 and jobs.get("figures_build") == 1
 
 
 def test_picks_table_carries_the_predicted_rotation():

@@ -92,7 +92,14 @@ def import_inputs(wildcards):
 
 
 def all_targets():
-    return [f"{RUN}/eval/metrics.json", f"{RUN}/figures/table1.md"]
+    """The metrics and figures; for a RELION 5 or copick project also the test tomograms'
+    predictions written back into the user's formats (rule predict)."""
+    out = [f"{RUN}/eval/metrics.json", f"{RUN}/figures/table1.md"]
+    if config["dataset"]["source"] in IMPORTED_SOURCES:
+        names = predict_names()
+        out += expand(f"{RUN}/predict/{{name}}_predicted.star", name=names)
+        out += expand(list(predict_relion_output().values()), name=names)
+    return out
 
 
 # --- input functions of stage `extract` ---
