@@ -118,8 +118,14 @@ def overlay(run: PaperRun, prefix: str, structures: str | None = None,
 
 
 def snakemake_command(run: PaperRun, prefix: str, cores: int, quick: bool,
-                      structures: str | None, data: str | None, config_dir: Path) -> list[str]:
-    """The snakemake command line of one run; writes its overlay to config_dir/<run>.yaml."""
+                      structures: str | None, data: str | None, config_dir: Path,
+                      nolock: bool = False) -> list[str]:
+    """The snakemake command line of one run; writes its overlay to config_dir/<run>.yaml.
+
+    ``nolock``: for runs started side by side from one directory. Their outputs are disjoint
+    (results/<prefix>_<run>/), but Snakemake's lock files in .snakemake/locks are numbered per
+    directory and two starting runs race on them (measured: FileNotFoundError on
+    0.input.lock)."""
     files = list(run.configfiles)
     if data and run.shrec:
         files.append("config/paper/real_data.yaml")
@@ -129,7 +135,8 @@ def snakemake_command(run: PaperRun, prefix: str, cores: int, quick: bool,
     extra = config_dir / f"{run.key}.yaml"
     extra.write_text(yaml.safe_dump(overlay(run, prefix, structures, data), sort_keys=False))
     snakemake = str(Path(sys.executable).parent / "snakemake")
-    return [snakemake, "all", "--cores", str(cores), "--configfile", *files, str(extra)]
+    lock = ["--nolock"] if nolock else []
+    return [snakemake, "all", "--cores", str(cores), *lock, "--configfile", *files, str(extra)]
 
 
 def run_all(prefix: str = "paper", cores: int = 2, jobs: int = 2, quick: bool = False,
@@ -143,8 +150,9 @@ def run_all(prefix: str = "paper", cores: int = 2, jobs: int = 2, quick: bool = 
     out = repo / "results" / prefix
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
-    def one(run: PaperRun, n: int) -> int:
-        cmd = snakemake_command(run, prefix, n, quick, structures, data, out / "configs")
+    def one(run: PaperRun, n: int, side_by_side: bool = False) -> int:
+        cmd = snakemake_command(run, prefix, n, quick, structures, data, out / "configs",
+                                nolock=side_by_side)
         t0 = time.perf_counter()
         with open(out / "logs" / f"{run.key}.log", "w") as fh:
             fh.write(" ".join(cmd) + "\n")
@@ -160,7 +168,7 @@ def run_all(prefix: str = "paper", cores: int = 2, jobs: int = 2, quick: bool = 
     if status[first.key] == 0:
         per_run = max(1, cores // max(1, jobs))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {r.key: pool.submit(one, r, per_run) for r in rest}
+            futures = {r.key: pool.submit(one, r, per_run, jobs > 1) for r in rest}
             status |= {k: f.result() for k, f in futures.items()}
     collate(prefix, repo)
     return status

@@ -193,3 +193,14 @@ def test_quick_paper_run_makes_every_figure_and_table1():
                 assert t.loc[g, col] == pytest.approx(want[g]), (col, g)
             assert t.loc["accuracy", col] == pytest.approx(d["accuracy"])
     assert t.loc["small", "TM (published)"] == 0.233
+
+
+def test_runs_side_by_side_do_not_share_snakemake_locks(tmp_path):
+    """Two runs started at once from one directory race on .snakemake/locks (numbered lock
+    files): the side-by-side runs go without locks; their outputs are disjoint."""
+    run = paper.RUNS[1]
+    alone = paper.snakemake_command(run, "p", 1, True, None, None, tmp_path)
+    side = paper.snakemake_command(run, "p", 1, True, None, None, tmp_path, nolock=True)
+    assert "--nolock" not in alone and side == alone[:4] + ["--nolock"] + alone[4:]
+    names = {paper.run_name("p", r.key) for r in paper.RUNS}
+    assert len(names) == len(paper.RUNS)  # every run writes its own results/<name>/
