@@ -154,13 +154,15 @@ def test_user_trained_weights_load_into_a_network_this_code_builds(model, tmp_pa
                                                  model.state_dict().values()))
 
 
-def test_a_full_pickled_model_is_refused_unless_allowed(model, tmp_path):
+def test_a_full_pickled_model_is_refused_with_the_conversion(model, tmp_path):
     path = tmp_path / "unet-3d-mine.sav"
     torch.save(model, path)  # topaz's own format: the whole module pickled
-    with pytest.raises(InputError, match="denoise.allow_pickle") as err:
+    with pytest.raises(InputError, match="convert it once") as err:
         load_model(str(path))
     assert "\n" not in str(err.value) and str(path) in str(err.value)
-    mine = load_model(str(path), allow_pickle=True)
+    converted = tmp_path / "model.pt"  # what the conversion the message asks for writes
+    torch.save(model.state_dict(), converted)
+    mine = load_model(str(converted))
     assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
                                                  model.state_dict().values()))
 
@@ -236,6 +238,6 @@ def test_config_defaults():
     cfg: dict = {}
     check_config(cfg, REPO / "workflow/schemas/config.schema.yaml")
     assert cfg["denoise"] == {"enabled": True, "model": "unet-3d-10a", "patch_size": 128,
-                              "padding": None, "device": None, "allow_pickle": False}
+                              "padding": None, "device": None}
     s = Settings.from_config(cfg["denoise"], cfg["device"])
     assert s.device == "auto" and s.patch_size == 128

@@ -41,13 +41,12 @@ class Settings:
     patch_size: int = 128
     padding: int | None = None
     device: str = "auto"
-    allow_pickle: bool = False
 
     @classmethod
     def from_config(cls, section: dict[str, Any], device: str = "auto") -> Settings:
         """From the config section; ``device: null`` there means the top-level ``device``."""
-        known = {k: section[k] for k in ("enabled", "model", "patch_size", "padding",
-                                         "allow_pickle") if k in section}
+        known = {k: section[k] for k in ("enabled", "model", "patch_size", "padding")
+                 if k in section}
         return cls(**known, device=section.get("device") or device)
 
 
@@ -139,13 +138,13 @@ def unet_from_state(state: dict, where: str):
     return model.eval()
 
 
-def load_model(name: str, device: str = "cpu", allow_pickle: bool = False):
+def load_model(name: str, device: str = "cpu"):
     """topaz's 3D U-Net (``UDenoiseNet3D``, eval mode) by pretrained name or model-file path.
 
     No file is unpickled: the pretrained weights (topaz's package data) and a user's file are
     read with ``torch.load(weights_only=True)`` as a state dict into a network this code builds.
     A full pickled model (topaz's own ``torch.save(model)``; loading it can run arbitrary code)
-    is refused with one line unless ``allow_pickle`` (config ``denoise.allow_pickle``) is set.
+    is refused with one line that shows how to convert a trusted one to a weights file.
     """
     import importlib.resources
 
@@ -164,16 +163,12 @@ def load_model(name: str, device: str = "cpu", allow_pickle: bool = False):
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError:
-                if not allow_pickle:
-                    raise InputError(
-                        f"config key 'denoise.model': {path} is not a weights-only model file "
-                        f"(a full pickle, or not a torch file), and unpickling it could run "
-                        f"code -- save the weights with torch.save(model.state_dict(), "
-                        f"'model.pt') and use that file, or set denoise.allow_pickle: true if "
-                        f"you trust this file") from None
-                log.warning("%s: loading a full pickle (denoise.allow_pickle: true)", path)
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-                obj = obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
+                raise InputError(
+                    f"config key 'denoise.model': {path} is not a weights-only model file (a "
+                    f"full pickle, or not a torch file), and unpickling it could run code -- "
+                    f"if you trust it, convert it once yourself (load it in Python with "
+                    f"torch's weights-only mode off, then torch.save(m.state_dict(), "
+                    f"'model.pt')) and set denoise.model to model.pt") from None
             except (RuntimeError, EOFError, OSError, ValueError) as exc:
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise InputError(f"config key 'denoise.model': cannot load '{path}' as a topaz "
@@ -221,7 +216,7 @@ def denoise_file(src: str | Path, dst: str | Path, settings: Settings, threads: 
 
     torch.set_num_threads(max(1, threads))
     device = resolve_device(settings.device)
-    model = load_model(settings.model, device, settings.allow_pickle)
+    model = load_model(settings.model, device)
     from affinity_vae.denoise.unet import exact_halos
 
     need = exact_halos(model).final
