@@ -11,26 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from affinity_vae.errors import InputError
+
 
 def class_key(name: object) -> str:
     """The canonical (lower-case, stripped) key of a class name."""
     return str(name).strip().lower()
 
 
-def align_names(wanted: Iterable[str], available: Sequence[str]) -> tuple[dict[str, str],
-                                                                           list[str]]:
+def align_names(wanted: Iterable[str], available: Sequence[str], where: str = "class names"
+                ) -> tuple[dict[str, str], list[str]]:
     """Match ``wanted`` class names to ``available`` ones case-insensitively.
 
     Returns:
         ({wanted name: available name} for every match, [wanted names with no match]).
     Raises:
-        ValueError: two ``available`` names differ only in case (ambiguous).
+        InputError: two ``available`` names differ only in case (ambiguous), naming ``where``
+            (the file they come from).
     """
     by_key: dict[str, str] = {}
     for a in available:
         k = class_key(a)
         if k in by_key and by_key[k] != a:
-            raise ValueError(f"class names '{by_key[k]}' and '{a}' differ only in case")
+            raise InputError(f"{where}: class names '{by_key[k]}' and '{a}' differ only in case "
+                             f"(class names match case-insensitively) -- keep one of them")
         by_key[k] = a
     found, missing = {}, []
     for w in wanted:

@@ -94,11 +94,7 @@ def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.
         if list(df.index) != list(df.columns) or not np.isfinite(df.to_numpy(float)).all():
             raise InputError(f"{path}: not a square affinity matrix with class names on both "
                              f"axes -- re-run `snakemake affinity`")
-    try:
-        found, missing = align_names(classes, list(df.index))
-    except ValueError as err:
-        raise InputError(f"{path}: {err} (class names match case-insensitively) -- keep one "
-                         f"of them") from None
+    found, missing = align_names(classes, list(df.index), str(path))
     if missing:
         raise InputError(f"{path}: affinity matrix lacks training class(es) {missing} -- "
                          f"give each a row and column in your affinity CSV (config key "

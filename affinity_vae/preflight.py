@@ -301,11 +301,7 @@ def check_affinity_file(config: dict[str, Any], data: DataClasses) -> None:
                          f"your affinity CSV")
     df = read_affinity(path, scale="keep" if aff["scale"] == "keep" else "unit",
                        tol=float(aff["tolerance"]), check=data.classes)
-    try:
-        _, missing = align_names(data.training, list(df.index))
-    except ValueError as err:
-        raise InputError(f"{path}: {err} (class names match case-insensitively) -- keep one "
-                         f"of them") from None
+    _, missing = align_names(data.training, list(df.index), str(path))
     if missing:
         raise InputError(f"{path}: no row and column for class(es) {missing} of the data (e.g. "
                          f"{data.where(missing[0])}) -- add them to this CSV (config key "

@@ -69,8 +69,8 @@ def test_a_users_affinity_csv_matches_the_data_whatever_the_case(tmp_path):
 
 
 def test_names_differing_only_in_case_are_ambiguous():
-    with pytest.raises(ValueError, match="differ only in case"):
-        align_names(["a"], ["A", "a"])
+    with pytest.raises(InputError, match="^my.csv: class names 'A' and 'a' differ only in case"):
+        align_names(["a"], ["A", "a"], "my.csv")
     assert align_names(["Ab", "c"], ["aB", "D"]) == ({"Ab": "aB"}, ["c"])
 
 

@@ -265,7 +265,7 @@ def spelled_as(affinity: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     particles' classes): names match case-insensitively (affinity_vae.classnames)."""
     from affinity_vae.classnames import align_names
 
-    found, _ = align_names(names, list(affinity.index))
+    found, _ = align_names(names, list(affinity.index), "the run's affinity.csv")
     rename = {v: k for k, v in found.items()}
     return affinity.rename(index=rename, columns=rename)
 
