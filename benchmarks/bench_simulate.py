@@ -72,7 +72,7 @@ def main() -> None:
     baseline_tilt(tomo.grandmodel, angles, ctf, rng, s.snr)
     t_base = time.perf_counter() - t0
     note = (f"{'x'.join(map(str, shape))} voxels, {len(tomo.particles)} particles of 12 SHREC "
-            f"classes, {len(angles)} tilts, 1 core, best of the repeats")
+            f"classes, {len(angles)} tilts, 1 core, median of the repeats")
     record("simulate_tomogram_time", t_whole, "s", target="< 60 s per tomogram on 1 core",
            note=note + "; placement + rendering + tilt series + WBP + writing 6 files")
     record("simulate_tilt_series_wbp_time", t_ours, "s", baseline=t_base,
