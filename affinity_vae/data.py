@@ -11,7 +11,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from affinity_vae.classnames import align_names
 from affinity_vae.errors import InputError
+from affinity_vae.io.affinity_csv import read_affinity
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.io.star import read_star
 from affinity_vae.model.gmd import quaternion_to_matrix
@@ -74,26 +74,10 @@ def read_affinity_matrix(path: str | os.PathLike, classes: Sequence[str]) -> pd.
     checking that every one of ``classes`` is present; names match case-insensitively
     (affinity_vae.classnames) and the matched rows take the spelling of ``classes``.
 
-    Uses the affinity stage's validator (affinity_vae.affinity.read_affinity) when importable,
-    else reads the contract CSV directly.
+    Reads with the one affinity CSV reader (affinity_vae.io.affinity_csv.read_affinity).
     Raises InputError when a class is missing or the matrix is malformed.
     """
-    path = Path(path)
-    try:
-        from affinity_vae.affinity import read_affinity
-    except ImportError:
-        read_affinity = None
-    if read_affinity is not None:
-        df = read_affinity(path)  # validated, in the file's class order
-    else:
-        if not path.is_file():
-            raise InputError(f"{path}: affinity matrix not found -- run `snakemake affinity`")
-        df = pd.read_csv(path, index_col=0)
-        df.index = df.index.astype(str)
-        df.columns = df.columns.astype(str)
-        if list(df.index) != list(df.columns) or not np.isfinite(df.to_numpy(float)).all():
-            raise InputError(f"{path}: not a square affinity matrix with class names on both "
-                             f"axes -- re-run `snakemake affinity`")
+    df = read_affinity(path)  # validated, in the file's class order
     found, missing = align_names(classes, list(df.index), str(path))
     if missing:
         raise InputError(f"{path}: affinity matrix lacks training class(es) {missing} -- "
@@ -151,7 +135,7 @@ def training_data(X: np.ndarray, table: pd.DataFrame, affinity_path: str | os.Pa
     tr_idx, va_idx = np.flatnonzero(tr), np.flatnonzero(va)
     if len(va_idx) == 0 and validation_fraction > 0 and len(tr_idx) > 1:
         rng = np.random.default_rng(seed)
-        n_val = max(1, int(round(validation_fraction * len(tr_idx))))
+        n_val = max(1, round(validation_fraction * len(tr_idx)))
         perm = rng.permutation(tr_idx)
         va_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     X = X[:, None]
