@@ -46,7 +46,7 @@ def main() -> int:
     out = {}
     for method in ("soap", "fsc"):
         cpu0 = time.process_time()
-        wall, out[method] = timed(lambda: compute_affinity(classes, method, cfg, threads=1))
+        wall, out[method] = timed(lambda m=method: compute_affinity(classes, m, cfg, threads=1))
         cpu = time.process_time() - cpu0
         record(f"affinity_{method}_shrec_s", wall, "s", note=f"{note} (CPU time {cpu:.1f} s)")
     soap, fsc = out["soap"], out["fsc"]

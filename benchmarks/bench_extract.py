@@ -29,19 +29,22 @@ from benchmarks._common import peak_rss_mb, record
 SIZE, N_BOXES, BOX = 512, 2000, 32
 
 
-def make_dataset(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """A 512^3 float32 noise tomogram (written slab by slab) and its particle_locations.txt."""
+def make_dataset(folder: Path, seed: int = 0, size: int = SIZE, n_boxes: int = N_BOXES,
+                 box: int = BOX) -> tuple[Path, Path]:
+    """A size^3 float32 noise tomogram (written slab by slab) and its particle_locations.txt
+    with ``n_boxes`` random positions at least box/2 from the faces."""
     import mrcfile
 
     rng = np.random.default_rng(seed)
     tomo = folder / "reconstruction.mrc"
-    with mrcfile.new_mmap(tomo, shape=(SIZE,) * 3, mrc_mode=2, overwrite=True) as mrc:
-        for z in range(0, SIZE, 32):
-            mrc.data[z:z + 32] = rng.standard_normal((32, SIZE, SIZE), dtype=np.float32)
+    with mrcfile.new_mmap(tomo, shape=(size,) * 3, mrc_mode=2, overwrite=True) as mrc:
+        for z in range(0, size, 32):
+            zz = min(32, size - z)
+            mrc.data[z:z + zz] = rng.standard_normal((zz, size, size), dtype=np.float32)
         mrc.voxel_size = 10.0
-    xyz = rng.integers(BOX // 2, SIZE - BOX // 2, size=(N_BOXES, 3))
-    angles = rng.uniform(0, 180, size=(N_BOXES, 3))
-    classes = rng.choice(["1bxn", "1qvr", "3cf3", "5mrc"], size=N_BOXES)
+    xyz = rng.integers(box // 2, size - box // 2, size=(n_boxes, 3))
+    angles = rng.uniform(0, 180, size=(n_boxes, 3))
+    classes = rng.choice(["1bxn", "1qvr", "3cf3", "5mrc"], size=n_boxes)
     locs = folder / "particle_locations.txt"
     locs.write_text("".join(f"{c} {x} {y} {z} {a:.3f} {b:.3f} {g:.3f}\n"
                             for c, (x, y, z), (a, b, g) in zip(classes, xyz, angles)))

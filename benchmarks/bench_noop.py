@@ -23,7 +23,7 @@ RUN = os.environ.get("AVAE_BENCH_NOOP_RUN") or "bench_noop"
 
 def _wall(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE,
+    proc = subprocess.run(cmd, check=False, cwd=REPO, text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:

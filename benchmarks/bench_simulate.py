@@ -14,18 +14,18 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from scipy import ndimage
 
-from affinity_vae.io.mrc import read_volume  # noqa: E402
-from affinity_vae.simulate import Settings, simulate_tomogram, tilt, write_tomogram  # noqa: E402
-from benchmarks._common import record, timed  # noqa: E402
+from affinity_vae.io.mrc import read_volume
+from affinity_vae.simulate import Settings, simulate_tomogram, tilt, write_tomogram
+from benchmarks._common import record, timed
 
 MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "shrec2021-structures" / "maps_10A"
 CLASSES = ["1bxn", "1qvr", "1s3x", "1u6g", "2cg9", "3cf3", "3d2f", "3gl1", "3h84", "3qm1", "4cr2",
