@@ -155,16 +155,42 @@ def coerce_strings(config: dict[str, Any], schema_path: Path) -> None:
 
 def fill_defaults(config: dict[str, Any], schema_path: Path) -> None:
     """Set every missing key that has a ``default`` in the schema, at every depth (following
-    ``$ref`` to sibling schema files and to local ``#/$defs/...``); a default written next to
-    a ``$ref`` wins over the referenced schema's own."""
+    ``$ref`` to sibling schema files and to local ``#/$defs/...``, and into the items of
+    arrays); a default written next to a ``$ref`` wins over the referenced schema's own.
+
+    The same filling as ``snakemake.utils.validate(config, schema, set_default=True)`` (tested
+    on every shipped config in tests/test_defaults.py), without snakemake, and with each
+    default copied (snakemake shares the schema's default objects between configs)."""
     schema_path = Path(schema_path)
     schema = _schema(schema_path)
     _fill(config, schema, schema_path.parent, schema)
 
 
+#: The schema of the whole config; each top-level section refers to its own file.
+CONFIG_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def schema_defaults(section: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Config section ``section`` (e.g. ``"train"``) as the pipeline sees it: ``given``
+    (default: nothing) with every schema default filled in, at every depth.
+
+    For library callers and tests that build a config without the Snakefile, so that no
+    default is restated outside workflow/schemas/. ``given`` is not modified.
+
+    Raises:
+        KeyError: ``section`` is not a top-level section of the config schema.
+    """
+    if section not in _schema(CONFIG_SCHEMA)["properties"]:
+        raise KeyError(f"no config section {section!r} in {CONFIG_SCHEMA.name}")
+    config = {section: copy.deepcopy(given) if given is not None else {}}
+    fill_defaults(config, CONFIG_SCHEMA)
+    return config[section]
+
+
 def _resolve(schema: dict[str, Any], schema_dir: Path, root: dict[str, Any]
              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(schema with its ``$ref`` merged in, the root that local refs inside it resolve against)."""
+    """(schema with its ``$ref`` merged in, properties key by key, the root that local refs
+    inside it resolve against)."""
     while "$ref" in schema:
         ref = schema["$ref"]
         if ref.startswith("#/"):
@@ -173,7 +199,12 @@ def _resolve(schema: dict[str, Any], schema_dir: Path, root: dict[str, Any]
                 target = target[part]
         else:
             root = target = _schema(schema_dir / ref)
-        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        if "properties" in target and "properties" in schema:  # defaults next to a $ref
+            merged["properties"] = {
+                k: {**target["properties"].get(k, {}), **schema["properties"].get(k, {})}
+                for k in {**target["properties"], **schema["properties"]}}
+        schema = merged
     return schema, root
 
 

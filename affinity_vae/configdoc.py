@@ -30,10 +30,23 @@ def _fmt(value: Any) -> str:
     return f"`{text}`" if len(text) < 60 else f"`{text[:57]}...`"
 
 
-def _rows(schema: dict[str, Any], prefix: str) -> list[str]:
-    rows = []
+def _local(sub: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``sub`` with its local ``$ref`` (``#/$defs/...``) merged in, property by property (the
+    defaults sit next to the ``$ref``, the types and descriptions in the referenced schema)."""
+    target = root
+    for part in sub["$ref"][2:].split("/"):
+        target = target[part]
+    props = {k: {**target.get("properties", {}).get(k, {}), **v}
+             for k, v in {**target.get("properties", {}), **sub.get("properties", {})}.items()}
+    return {**target, **{k: v for k, v in sub.items() if k != "$ref"}, "properties": props}
+
+
+def _rows(schema: dict[str, Any], prefix: str, root: dict[str, Any] | None = None) -> list[str]:
+    rows, root = [], schema if root is None else root
     for key, sub in schema.get("properties", {}).items():
-        if "$ref" in sub:
+        if str(sub.get("$ref", "")).startswith("#/"):
+            sub = _local(sub, root)
+        elif "$ref" in sub:
             continue
         name = f"{prefix}{key}"
         kind = sub.get("type", "")
@@ -43,7 +56,7 @@ def _rows(schema: dict[str, Any], prefix: str) -> list[str]:
             kind = " or ".join(kind)
         desc = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
         if sub.get("type") == "object" and "properties" in sub:
-            rows.extend(_rows(sub, f"{name}."))
+            rows.extend(_rows(sub, f"{name}.", root))
             continue
         rows.append(f"| `{name}` | {kind} | {_fmt(sub.get('default'))} | {desc} |")
     return rows

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 
 from affinity_vae.affinity import compute_affinity, from_paths
 from affinity_vae.affinity.matrix import plot_heatmap
-from affinity_vae.config import fill_defaults
+from affinity_vae.config import schema_defaults
 from benchmarks._common import record, timed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +30,7 @@ def shrec_classes():
 
 
 def default_cfg() -> dict:
-    cfg: dict = {}
-    fill_defaults(cfg, REPO / "workflow" / "schemas" / "affinity.schema.yaml")
-    return cfg
+    return schema_defaults("affinity")
 
 
 def main() -> int:

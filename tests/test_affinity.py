@@ -15,11 +15,17 @@ import pytest
 from scipy.spatial.transform import Rotation
 from scipy.stats import spearmanr
 
-from affinity_vae.affinity import (compute_affinity, from_paths, main, main_matrix,
-                                   read_affinity, read_structures_dir)
+from affinity_vae.affinity import (
+    compute_affinity,
+    from_paths,
+    main,
+    main_matrix,
+    read_affinity,
+    read_structures_dir,
+)
 from affinity_vae.affinity.fsc import fsc_matrix, octahedral_group
 from affinity_vae.affinity.matrix import cluster_labels, write_affinity
-from affinity_vae.config import fill_defaults
+from affinity_vae.config import schema_defaults
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import write_volume
 
@@ -33,9 +39,7 @@ SHIFT = np.array([7.3, -12.1, 4.4])
 @pytest.fixture(scope="module")
 def cfg() -> dict:
     """The stage's config section with the schema defaults."""
-    out: dict = {}
-    fill_defaults(out, REPO / "workflow" / "schemas" / "affinity.schema.yaml")
-    return out
+    return schema_defaults("affinity")
 
 
 def blobs(centres, radii, seed=0, spacing=5.0) -> np.ndarray:
