@@ -57,18 +57,6 @@ from affinity_vae.model.vae import AffinityVAE, check_architecture
 
 log = logging.getLogger(__name__)
 
-#: Defaults of config section ``train`` (the schema workflow/schemas/train.schema.yaml is the
-#: user-facing source; these make the library usable without it).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 70, "batch_size": 32, "learning_rate": 3e-3, "optimizer": "adam",
-    "weight_decay": 0.0, "device": "inherit", "validation_fraction": 0.1,
-    "checkpoint_every": 5, "keep_checkpoints": 2, "recon_loss": "mean", "augment": "rot90",
-    "augment_wedge": True,
-    "beta": {"kind": "cosine", "min": 1e-4, "max": 1e-3, "cycles": 2, "ratio": 0.5},
-    "gamma": {"kind": "flat", "min": 0.0, "max": 1.0, "cycles": 1, "ratio": 0.5},
-    "pose_consistency": {"weight": 0.0, "max_angle": 30.0, "centre": 0.1,
-                         "orthogonality": 0.1},
-}
 #: Keys that do not change the result and so are not part of the checkpoint hash.
 _NOT_HASHED = ("checkpoint_every", "keep_checkpoints", "device")
 TERMS = ("recon", "kl", "affinity", "pose", "total")
@@ -76,19 +64,12 @@ HISTORY_COLUMNS = (["epoch", "beta", "gamma"] + [f"train_{t}" for t in TERMS]
                    + [f"val_{t}" for t in TERMS] + ["seconds"])
 
 
-def train_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Config section ``train`` with defaults filled in (nested beta/gamma too)."""
-    out = copy.deepcopy(TRAIN_DEFAULTS)
-    for k, v in cfg.items():
-        out[k] = {**out[k], **v} if isinstance(out.get(k), dict) else v
-    return out
-
-
 def variant_configs(model_cfg: dict[str, Any], train_cfg: dict[str, Any], variant: str
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Configs of a variant: ``avae`` as given; ``bvae`` (beta-VAE baseline) with gamma 0 and
-    pose_dims 0, everything else the same."""
-    model_cfg, train_cfg = copy.deepcopy(dict(model_cfg)), train_config(dict(train_cfg))
+    pose_dims 0, everything else the same. Both configs are full, validated sections (defaults
+    filled from workflow/schemas; library callers: ``affinity_vae.config.schema_defaults``)."""
+    model_cfg, train_cfg = copy.deepcopy(dict(model_cfg)), copy.deepcopy(dict(train_cfg))
     if variant == "bvae":
         model_cfg["pose_dims"] = 0
         train_cfg["gamma"] = {**train_cfg["gamma"], "kind": "flat", "min": 0.0, "max": 0.0}
@@ -276,7 +257,7 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     microscope-frame missing wedge that augmentation and the 3D pose-consistency term
     re-impose on rotated boxes (train.augment_wedge). Returns the model (eval mode, on CPU)
     and the history (one row per epoch, columns HISTORY_COLUMNS)."""
-    cfg = train_config(train_cfg)
+    cfg = train_cfg
     model_cfg = check_architecture(model_cfg, data.box)
     if (cfg["pose_consistency"]["weight"] > 0 and len(data.box) == 3
             and model_cfg["pose_head"] != "rotation" and model_cfg["pose_dims"]):
@@ -399,7 +380,7 @@ def main(smk: Any) -> None:
             "pose_dims": model_cfg["pose_dims"], "model": model_cfg, "train": cfg,
             "affinity": data.affinity.tolist(), "seed": seed, "epochs": cfg["epochs"],
             "voxel_size": read_voxel_size(smk.input.stacks[0]),
-            "n_train": int(len(data.x)), "n_validation": int(len(data.val_x))}
+            "n_train": len(data.x), "n_validation": len(data.val_x)}
     with atomic_path(smk.output.history) as tmp:
         history.to_csv(tmp, index=False)
     plot_curves(history, smk.output.curves, f"{variant}: {model_cfg['decoder']} decoder")

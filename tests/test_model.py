@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.errors import InputError
 from affinity_vae.model import (
     AffinityVAE,
@@ -20,6 +21,11 @@ from affinity_vae.model import (
 )
 
 torch.set_num_threads(1)
+
+
+def _vae(cfg: dict, box: tuple[int, ...]) -> AffinityVAE:
+    """A model from the schema's config section ``model`` with ``cfg`` given."""
+    return AffinityVAE(schema_defaults("model", cfg), box)
 
 
 def test_affinity_loss_hand_computed():
@@ -98,7 +104,7 @@ def test_straight_through_weights_are_binary_with_nonzero_gradient():
     gmd.render(c, torch.full((1, 4), 0.2), phi, (8, 8, 8)).sum().backward()
     assert (logits.grad.abs() > 0).all()
     # the whole GMD decoder passes gradient to the weight logits
-    model = AffinityVAE({"decoder": "gmd", "pose_dims": 4, "n_gaussians": 16, "depth": 2,
+    model = _vae({"decoder": "gmd", "pose_dims": 4, "n_gaussians": 16, "depth": 2,
                          "channels": 2}, (8, 8, 8))
     model.decode(torch.randn(2, model.latent_dims), torch.randn(2, 4)).pow(2).sum().backward()
     assert model.decoder.logits.weight.grad.abs().sum() > 0
@@ -112,7 +118,7 @@ def test_straight_through_weights_are_binary_with_nonzero_gradient():
     ({"decoder": "gmd", "pose_dims": 1, "n_gaussians": 32}, (24, 24)),
 ])
 def test_shapes_2d_and_3d(cfg, box):
-    model = AffinityVAE({**cfg, "depth": 2, "channels": 4, "latent_dims": 5}, box)
+    model = _vae({**cfg, "depth": 2, "channels": 4, "latent_dims": 5}, box)
     x = torch.randn(3, 1, *box)
     mu, logvar, pose = model.encode(x)
     assert mu.shape == logvar.shape == (3, 5) and pose.shape == (3, cfg["pose_dims"])
@@ -122,17 +128,17 @@ def test_shapes_2d_and_3d(cfg, box):
 
 def test_bad_architectures_raise_one_line_input_errors():
     with pytest.raises(InputError, match="divisible by 2\\*\\*depth"):
-        AffinityVAE({"depth": 3}, (20, 20, 20))
+        _vae({"depth": 3}, (20, 20, 20))
     with pytest.raises(InputError, match="pose_dims 4"):
-        AffinityVAE({"decoder": "gmd", "pose_dims": 3}, (16, 16, 16))
+        _vae({"decoder": "gmd", "pose_dims": 3}, (16, 16, 16))
     with pytest.raises(InputError, match="pose_dims 1"):
-        AffinityVAE({"decoder": "gmd", "pose_dims": 4, "depth": 2}, (16, 16))
+        _vae({"decoder": "gmd", "pose_dims": 4, "depth": 2}, (16, 16))
 
 
 def test_schedules():
     lin = {"kind": "linear", "min": 0.0, "max": 1.0, "cycles": 2, "ratio": 0.5}
     assert schedules.values(lin, 8) == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]
-    assert schedules.values({"kind": "flat", "max": 0.3}, 4) == [0.3] * 4
+    assert schedules.values({**lin, "kind": "flat", "max": 0.3}, 4) == [0.3] * 4
     ramp = schedules.values({"kind": "ramp", "min": 0.2, "max": 1.0, "cycles": 5,
                              "ratio": 0.5}, 10)
     assert ramp[0] == 0.2 and ramp[5:] == [1.0] * 5 and ramp == sorted(ramp)
@@ -144,7 +150,7 @@ def test_schedules():
 
 
 def test_save_and_load_trained_roundtrip(tmp_path):
-    model = AffinityVAE({"depth": 2, "channels": 4}, (16, 16, 16)).eval()
+    model = _vae({"depth": 2, "channels": 4}, (16, 16, 16)).eval()
     meta = {"classes": ["a", "b"], "variant": "avae", "box": [16, 16, 16], "pose_dims": 3,
             "latent_dims": 8, "model": model.config}
     save_trained(tmp_path / "model.pt", model, meta)
@@ -167,7 +173,7 @@ def test_untrained_gmd_renders_spread_gaussians_nearly_flat(m):
     # A large first render (M Gaussians piled up at the box centre peak at ~M; or merely a unit
     # scale) switched every binary weight off on the demo data, for good (sigmoid' ~ 0).
     torch.manual_seed(0)
-    model = AffinityVAE({"decoder": "gmd", "latent_dims": 8, "pose_dims": 4, "n_gaussians": m},
+    model = _vae({"decoder": "gmd", "latent_dims": 8, "pose_dims": 4, "n_gaussians": m},
                         (32, 32, 32))
     z = torch.randn(4, 8)
     with torch.no_grad():

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.data import load_subtomos, training_data
 from affinity_vae.errors import InputError
 from affinity_vae.io.star import particle_table, write_star
@@ -30,7 +31,13 @@ AFFINITY = np.array([[1.0, 0.1, 0.3, 0.0],
                      [0.1, 1.0, 0.4, 0.6],
                      [0.3, 0.4, 1.0, 0.2],
                      [0.0, 0.6, 0.2, 1.0]])
-TINY_MODEL = {"channels": 4, "depth": 2, "latent_dims": 4, "pose_dims": 2}
+TINY_MODEL = schema_defaults("model", {"channels": 4, "depth": 2, "latent_dims": 4,
+                                        "pose_dims": 2})
+
+
+def _train(**given) -> dict:
+    """Config section ``train``: the schema's defaults with ``given``."""
+    return schema_defaults("train", given)
 
 
 def shape(name: str) -> np.ndarray:
@@ -108,9 +115,10 @@ def test_bad_input_is_one_line_input_error(tmp_path):
         training_data(X, table.assign(avaeSplit="test"), tmp_path / "affinity.csv")
     data = training_data(X, table, tmp_path / "affinity.csv")
     with pytest.raises(InputError, match="divisible"):
-        fit(data, {"depth": 5}, {"epochs": 1}, 0, progress=False)
+        fit(data, {**TINY_MODEL, "depth": 5}, _train(epochs=1), 0, progress=False)
     with pytest.raises(InputError, match="pose_dims 4"):
-        fit(data, {"decoder": "gmd", "pose_dims": 3}, {"epochs": 1}, 0, progress=False)
+        fit(data, {**TINY_MODEL, "decoder": "gmd", "pose_dims": 3}, _train(epochs=1), 0,
+            progress=False)
 
 
 @pytest.mark.parametrize("decoder", ["cnn", "gmd"])
@@ -121,7 +129,7 @@ def test_a_few_epochs_lower_reconstruction_and_affinity_loss(dataset, decoder):
     model_cfg = {**TINY_MODEL, "decoder": decoder}
     if decoder == "gmd":
         model_cfg.update(pose_dims=4, n_gaussians=32, gmd_hidden=32)
-    _, hist = fit(data, model_cfg, {"epochs": 8, "batch_size": 16, "learning_rate": 3e-3},
+    _, hist = fit(data, model_cfg, _train(epochs=8, batch_size=16, learning_rate=3e-3),
                   seed=0, progress=False)
     assert hist.train_recon.iloc[-2:].mean() < hist.train_recon.iloc[0]
     assert hist.train_affinity.iloc[-2:].mean() < 0.7 * hist.train_affinity.iloc[0]
@@ -132,6 +140,7 @@ RUNNER = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {repo!r})
     from affinity_vae import train
+    from affinity_vae.config import schema_defaults
     from affinity_vae.data import load_subtomos, training_data
     torch.set_num_threads(1)
     folder, ckdir, out, slow = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
@@ -143,8 +152,8 @@ RUNNER = textwrap.dedent("""
     stacks = [f"{{folder}}/model_{{i}}.mrcs" for i in range(3)]
     data = training_data(*load_subtomos(stacks, [s[:-5] + ".star" for s in stacks]),
                          f"{{folder}}/affinity.csv")
-    model, hist = train.fit(data, {model}, {{"epochs": 8, "checkpoint_every": 2,
-                            "batch_size": 16}}, 3, ckdir if ckdir != "-" else None,
+    cfg = schema_defaults("train", {{"epochs": 8, "checkpoint_every": 2, "batch_size": 16}})
+    model, hist = train.fit(data, {model}, cfg, 3, ckdir if ckdir != "-" else None,
                             progress=False)
     torch.save(model.state_dict(), out)
     hist.to_csv(out + ".csv", index=False)
@@ -187,7 +196,7 @@ def test_main_trains_both_variants(dataset, tmp_path):
                                   affinity=str(folder / "affinity.csv")),
             output=SimpleNamespace(model=str(out / "model.pt"), history=str(out / "history.csv"),
                                    curves=str(out / "curves.png")),
-            params=SimpleNamespace(model=TINY_MODEL, train={"epochs": 2, "checkpoint_every": 1},
+            params=SimpleNamespace(model=TINY_MODEL, train=_train(epochs=2, checkpoint_every=1),
                                    seed=0, device="cpu"),
             wildcards=SimpleNamespace(variant=variant), threads=1)
         main(smk)
@@ -198,13 +207,13 @@ def test_main_trains_both_variants(dataset, tmp_path):
         hist = pd.read_csv(out / "history.csv")
         assert list(hist.epoch) == [1, 2] and (out / "curves.png").stat().st_size > 1000
         assert not list((out / "checkpoints").glob("*.pt"))  # removed once model.pt exists
-        mu, logvar, pose = model.encode(torch.zeros(2, 1, BOX, BOX, BOX))
+        mu, _logvar, pose = model.encode(torch.zeros(2, 1, BOX, BOX, BOX))
         assert mu.shape == (2, 4) and pose.shape == (2, meta["pose_dims"])
 
 
 def test_variant_configs_baseline_is_gamma0_pose0():
-    m, t = variant_configs({"pose_dims": 3, "latent_dims": 12}, {"epochs": 7}, "bvae")
-    assert m == {"pose_dims": 0, "latent_dims": 12}
+    m, t = variant_configs({**TINY_MODEL, "pose_dims": 3}, _train(epochs=7), "bvae")
+    assert m == {**TINY_MODEL, "pose_dims": 0}
     assert t["gamma"]["max"] == 0 and t["epochs"] == 7
 
 
@@ -219,7 +228,7 @@ def test_an_unreadable_newest_checkpoint_is_set_aside_and_training_resumes(
     torch.set_num_threads(1)
     folder, stacks, stars = dataset
     data = training_data(*load_subtomos(stacks, stars), folder / "affinity.csv")
-    cfg = {"epochs": 4, "checkpoint_every": 1, "keep_checkpoints": 2, "batch_size": 16}
+    cfg = _train(epochs=4, checkpoint_every=1, keep_checkpoints=2, batch_size=16)
     ref, _ = fit(data, TINY_MODEL, cfg, 3, None, progress=False)
     ckdir = tmp_path / "ck"
     orig, calls = tr.run_epoch, []

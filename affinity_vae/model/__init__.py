@@ -7,7 +7,7 @@ API (contract in DESIGN.md):
 """
 
 from affinity_vae.model.io import load_trained, save_trained
-from affinity_vae.model.vae import MODEL_DEFAULTS, AffinityVAE, check_architecture
+from affinity_vae.model.vae import AffinityVAE, check_architecture
 
-__all__ = ["AffinityVAE", "MODEL_DEFAULTS", "check_architecture", "load_trained",
+__all__ = ["AffinityVAE", "check_architecture", "load_trained",
            "save_trained"]

@@ -27,13 +27,14 @@ def _shape(kind: str, t: float) -> float:
 
 
 def value(schedule: dict[str, Any], epoch: int, epochs: int) -> float:
-    """The weight at ``epoch`` (0-based) of ``epochs``."""
-    kind = schedule.get("kind", "flat")
-    lo, hi = float(schedule.get("min", 0.0)), float(schedule.get("max", 1.0))
+    """The weight at ``epoch`` (0-based) of ``epochs``; ``schedule`` is a full train.beta or
+    train.gamma (kind, min, max, cycles, ratio; defaults filled from the schema)."""
+    kind = schedule["kind"]
+    lo, hi = float(schedule["min"]), float(schedule["max"])
     if kind == "flat":
         return hi
-    cycles = 1 if kind == "ramp" else max(1, int(schedule.get("cycles", 1)))
-    ratio = float(schedule.get("ratio", 0.5))
+    cycles = 1 if kind == "ramp" else max(1, int(schedule["cycles"]))
+    ratio = float(schedule["ratio"])
     period = epochs / cycles
     tau = (epoch % period) / period if period > 0 else 1.0
     if ratio <= 0 or tau >= ratio:

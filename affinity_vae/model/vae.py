@@ -12,23 +12,18 @@ from affinity_vae.model.decoders import CNNDecoder, GMDDecoder
 from affinity_vae.model.encoder import Encoder
 from affinity_vae.model.pose_head import sixd_to_matrix
 
-#: Architecture keys of config section ``model`` (defaults in workflow/schemas/model.schema.yaml).
-MODEL_DEFAULTS: dict[str, Any] = {
-    "decoder": "cnn", "latent_dims": 16, "pose_dims": 3, "channels": 8, "depth": 3,
-    "batch_norm": True, "n_gaussians": 256, "gmd_hidden": 256, "gmd_sigma_min": 0.5,
-    "gmd_sigma_max": 3.0, "gmd_convs": 0, "gmd_forward": "none", "gmd_physics": None,
-    "pose_head": "linear", "pose_channels": 16,
-    "pose_lowpass": 1.5,
-}
-
 
 def check_architecture(cfg: dict[str, Any], box: tuple[int, ...]) -> dict[str, Any]:
-    """Fill defaults and check the model config against the box; returns the full config.
+    """Check the model config against the box; returns the config the model is built from.
+
+    ``cfg`` is the full, validated config section ``model`` (defaults filled from
+    workflow/schemas/model.schema.yaml; library callers: ``schema_defaults("model", {...})``),
+    optionally with ``gmd_physics`` (the workflow's forward-model settings; absent = off).
 
     Raises:
         InputError: box side not divisible by 2**depth, 2D/3D box mismatch, GMD pose_dims wrong.
     """
-    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in cfg.items() if k in MODEL_DEFAULTS}}
+    cfg = dict(cfg)
     box = tuple(int(s) for s in box)
     if len(box) not in (2, 3):
         raise InputError(f"subtomogram boxes must be 2D or 3D, got shape {box} -- check the "
@@ -78,7 +73,7 @@ class AffinityVAE(nn.Module):
                                       cfg["n_gaussians"], cfg["gmd_hidden"],
                                       cfg["gmd_sigma_min"], cfg["gmd_sigma_max"],
                                       cfg["gmd_convs"], forward=cfg["gmd_forward"],
-                                      physics=cfg["gmd_physics"])
+                                      physics=cfg.get("gmd_physics"))
         else:
             raise InputError(f"config key 'model.decoder': unknown decoder {cfg['decoder']!r} "
                              f"-- use cnn or gmd")
