@@ -32,6 +32,7 @@ def _threads(n: int) -> None:
 def extract(size: int, particles: int, box: int = 32, repeat: int = 1) -> dict[str, Any]:
     """``extract_tomogram`` end to end on a ``size``^3 float32 memory-mapped noise tomogram with
     ``particles`` random positions (warm page cache: one untimed call first)."""
+    from affinity_vae.config import schema_defaults
     from affinity_vae.extract import Settings, extract_tomogram
     from benchmarks.bench_extract import make_dataset
 
@@ -39,7 +40,8 @@ def extract(size: int, particles: int, box: int = 32, repeat: int = 1) -> dict[s
         d = Path(tmp)
         tomo, locs = make_dataset(d, size=size, n_boxes=particles, box=box)
         base = peak_rss_mb()
-        s = Settings(box_size=box, exclude_classes=())
+        s = Settings.from_config(schema_defaults("extract", {"box_size": box,
+                                                             "exclude_classes": []}))
 
         def run() -> int:
             return len(extract_tomogram(tomo, locs, d / "out.mrcs", d / "out.star", "model_0",
@@ -76,14 +78,10 @@ def train(decoder: str, box: int, batch: int, steps: int = 5, threads: int = 1,
 
     import torch
 
+    from affinity_vae.config import schema_defaults
     from affinity_vae.data import TrainingData
-    from affinity_vae.model.vae import MODEL_DEFAULTS, AffinityVAE
-    from affinity_vae.train import (
-        TRAIN_DEFAULTS,
-        _make_optimizer,
-        run_epoch,
-        train_config,
-    )
+    from affinity_vae.model.vae import AffinityVAE
+    from affinity_vae.train import _make_optimizer, run_epoch
 
     _threads(threads)
     torch.manual_seed(0)
@@ -97,10 +95,9 @@ def train(decoder: str, box: int, batch: int, steps: int = 5, threads: int = 1,
                         torch.randint(classes, (n,), generator=g),
                         torch.empty(0, 1, box, box, box), torch.empty(0, dtype=torch.long),
                         [str(i) for i in range(classes)], aff)
-    model_cfg = {**MODEL_DEFAULTS, "decoder": decoder}
-    if decoder == "gmd":
-        model_cfg["pose_dims"] = 4
-    cfg = train_config({"batch_size": batch})
+    model_cfg = schema_defaults("model", {"decoder": decoder,
+                                          **({"pose_dims": 4} if decoder == "gmd" else {})})
+    cfg = schema_defaults("train", {"batch_size": batch})
     dev = torch.device(device)
     model = AffinityVAE(model_cfg, data.box).to(dev)
     opt = _make_optimizer(model, cfg)
@@ -116,8 +113,7 @@ def train(decoder: str, box: int, batch: int, steps: int = 5, threads: int = 1,
     epoch()
     seconds, _ = timed(epoch, repeat)
     return {"samples_per_s": n / seconds, "seconds": seconds, "n": n,
-            "default_batch": TRAIN_DEFAULTS["batch_size"], "peak_rss_mb": peak_rss_mb(),
-            **_gpu_peak(device)}
+            "peak_rss_mb": peak_rss_mb(), **_gpu_peak(device)}
 
 
 def gmd(m: int, grid: int, batch: int = 8, threads: int = 1, repeat: int = 1,
@@ -151,15 +147,14 @@ def affinity(method: str, n_classes: int, threads: int = 2, repeat: int = 1) -> 
     """``compute_affinity`` (default config of the stage) on the first ``n_classes`` SHREC 2021
     classes (sorted names; PDB where there is one, else the 10 A map)."""
     from affinity_vae.affinity import compute_affinity, from_paths
-    from affinity_vae.config import fill_defaults
+    from affinity_vae.config import schema_defaults
 
     maps = {p.stem: p for p in sorted((SHARED / "maps_10A").glob("*.mrc"))}
     pdbs = {p.stem: p for p in sorted((SHARED / "pdb").glob("*.pdb"))}
     names = sorted(set(maps) | set(pdbs))[:n_classes]
     classes = from_paths({k: pdbs[k] for k in names if k in pdbs},
                          {k: maps[k] for k in names if k in maps})
-    cfg: dict = {}
-    fill_defaults(cfg, REPO / "workflow" / "schemas" / "affinity.schema.yaml")
+    cfg = schema_defaults("affinity")
     seconds, _ = timed(lambda: compute_affinity(classes, method, cfg, threads=threads), repeat)
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "n": len(names)}
 

@@ -29,6 +29,16 @@ SCALING = (OUT or HERE) / "scaling.json"
 REPORT = (OUT or REPO) / "BENCHMARKS.md"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def record(name: str, value: float, unit: str, baseline: float | None = None,
            target: str | None = None, note: str = "") -> dict[str, Any]:
     """Add or replace one figure in results.json (ratio = baseline / value when both exist)."""
@@ -36,7 +46,7 @@ def record(name: str, value: float, unit: str, baseline: float | None = None,
     ratio = (baseline / value) if (baseline is not None and value) else None
     data[name] = {"value": value, "unit": unit, "baseline": baseline, "ratio": ratio,
                   "target": target, "note": note,
-                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                  "machine": f"{cpu_model()}, {os.cpu_count()} cores",
                   "date": time.strftime("%Y-%m-%d")}
     _write_json(RESULTS, data)
     shown = "n/a" if value is None else f"{value:.4g}"
@@ -70,8 +80,7 @@ def record_table(name: str, columns: list[str], rows: list[list[Any]], note: str
     order of ``columns``; ``quick``: measured at the small --quick sizes, not of record)."""
     data = json.loads(SCALING.read_text()) if SCALING.exists() else {}
     data[name] = {"columns": columns, "rows": rows, "note": note, "quick": quick,
-                  "machine": f"{platform.processor() or platform.machine()}, "
-                             f"{os.cpu_count()} cores",
+                  "machine": f"{cpu_model()}, {os.cpu_count()} cores",
                   "date": time.strftime("%Y-%m-%d")}
     _write_json(SCALING, data)
     print(f"table {name}: {len(rows)} rows")

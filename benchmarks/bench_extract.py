@@ -53,6 +53,7 @@ def make_dataset(folder: Path, seed: int = 0, size: int = SIZE, n_boxes: int = N
 
 def child(mode: str, folder: str) -> None:
     """Run one measurement and print {seconds, peak_rss_mb, import_rss_mb} as JSON."""
+    from affinity_vae.config import schema_defaults
     from affinity_vae.extract import Settings, box_corners, cut_boxes, extract_tomogram
     from affinity_vae.io.mrc import read_volume
     from affinity_vae.io.shrec import read_particle_locations
@@ -62,7 +63,8 @@ def child(mode: str, folder: str) -> None:
     tomo, locs = d / "reconstruction.mrc", d / "particle_locations.txt"
     t0, c0 = time.perf_counter(), time.process_time()
     if mode == "extract":
-        s = Settings(box_size=BOX, exclude_classes=())
+        s = Settings.from_config(schema_defaults("extract", {"box_size": BOX,
+                                                             "exclude_classes": []}))
         table = extract_tomogram(tomo, locs, d / "out.mrcs", d / "out.star", "model_0", s, 10.0,
                                  ["1bxn", "1qvr", "3cf3", "5mrc"], "train")
         n = len(table)

@@ -21,9 +21,10 @@ def rate(model_cfg: dict, train_cfg: dict, threads: int, epochs: int = 1) -> tup
     """Best samples/s over ``epochs`` timed epochs after one warm-up epoch: by wall time, and
     by this process's CPU time divided by the threads (what an otherwise idle machine gives;
     differs from the wall figure when other processes share the cores)."""
+    from affinity_vae.config import schema_defaults
     from affinity_vae.data import TrainingData
     from affinity_vae.model.vae import AffinityVAE
-    from affinity_vae.train import _make_optimizer, run_epoch, train_config
+    from affinity_vae.train import _make_optimizer, run_epoch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -34,8 +35,8 @@ def rate(model_cfg: dict, train_cfg: dict, threads: int, epochs: int = 1) -> tup
     data = TrainingData(torch.randn(N, 1, BOX, BOX, BOX, generator=g),
                         torch.randint(CLASSES, (N,), generator=g), torch.empty(0, 1, BOX, BOX, BOX),
                         torch.empty(0, dtype=torch.long), [str(i) for i in range(CLASSES)], aff)
-    cfg = train_config(train_cfg)
-    model = AffinityVAE(model_cfg, data.box)
+    cfg = schema_defaults("train", train_cfg)
+    model = AffinityVAE(schema_defaults("model", model_cfg), data.box)
     opt = _make_optimizer(model, cfg)
     best, best_cpu = float("inf"), float("inf")
     for i in range(epochs + 1):
@@ -48,8 +49,7 @@ def rate(model_cfg: dict, train_cfg: dict, threads: int, epochs: int = 1) -> tup
 
 
 def main() -> None:
-    from affinity_vae.model.vae import MODEL_DEFAULTS
-    from affinity_vae.train import TRAIN_DEFAULTS
+    from affinity_vae.config import schema_defaults
     from benchmarks._common import record
 
     ref_cfg = {"decoder": "cnn", "channels": 3, "depth": 4, "latent_dims": 8, "pose_dims": 3,
@@ -68,9 +68,9 @@ def main() -> None:
         record(f"train_reference_size_cnn_ms_per_sample_{threads}thr", 1000 / r, "ms/sample",
                baseline=1000 / REFERENCE_SAMPLES_PER_S, target="ratio >= 5",
                note="ratio = speedup over the reference implementation")
-    bs = TRAIN_DEFAULTS["batch_size"]
+    bs = schema_defaults("train")["batch_size"]
     for decoder in ("cnn", "gmd"):
-        cfg = {**MODEL_DEFAULTS, "decoder": decoder}
+        cfg = schema_defaults("model", {"decoder": decoder})
         if decoder == "gmd":
             cfg["pose_dims"] = 4
         for threads in (1, 2):
