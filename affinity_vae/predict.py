@@ -134,18 +134,14 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
     if tuple(X.shape[1:]) != tuple(model.box):
         raise InputError(f"{stack}: boxes {tuple(X.shape[1:])} but the model expects "
                          f"{tuple(model.box)} -- extract with the run's extract settings")
-    mu, logvar, P = encode(model, X, int(eval_cfg.get("batch_size", 256)), device)
+    mu, logvar, P = encode(model, X, int(eval_cfg["batch_size"]), device)
     lat = latents_frame(table, mu, logvar, P)
     with atomic_path(out_latents) as tmp:
         lat.to_parquet(tmp, index=False)
     train = pd.read_parquet(train_latents)
     fit = train["split"].isin(["train", "validation"]) & train["class"].isin(classes)
     tmu, tlab = block(train[fit], "mu"), train.loc[fit, "class"].to_numpy(object)
-    est, _ = fit_classifier(tmu, tlab, eval_cfg.get("classifier", "mlp"), seed,
-                            eval_cfg.get("cv_folds", 5),
-                            mlp_hidden=eval_cfg.get("mlp_hidden", [[32], [64], [64, 32]]),
-                            mlp_alpha=eval_cfg.get("mlp_alpha", [1e-4, 1e-3, 1e-2]),
-                            knn_neighbors=eval_cfg.get("knn_neighbors", [1, 3, 5, 9, 15]))
+    est, _ = fit_classifier(tmu, tlab, eval_cfg, seed)  # evaluate's classifier, same grid
     present = [c for c in classes if (tlab == c).any()]
     means, thr = unknown_thresholds(tmu, tlab, present, quantile)
     calls = call_particles(mu.astype(float), est.predict(mu.astype(float)), means, thr, present)
@@ -258,13 +254,14 @@ def extract_new(tomogram: str, coordinates: str, stack: str, star: str, name: st
     extract_tomogram(tomogram, locations, stack, star, name, s, voxel_size, class_list, "test")
 
 
+def main_extract(smk: Any) -> None:
+    """Rule ``predict_extract`` (scripts/predict_extract.py): boxes of a new tomogram."""
+    extract_new(smk.input.tomogram, smk.input.coordinates, smk.output.stack, smk.output.star,
+                smk.wildcards.name, smk.params.extract, float(smk.params.voxel_size))
+
+
 def main(smk: Any) -> None:
-    """Rules ``predict_extract`` and ``predict_particles``."""
-    if smk.rule == "predict_extract":
-        extract_new(smk.input.tomogram, smk.input.coordinates, smk.output.stack,
-                    smk.output.star, smk.wildcards.name, smk.params.extract,
-                    float(smk.params.voxel_size))
-        return
+    """Rule ``predict_particles`` (scripts/predict.py): encode, classify, call, write back."""
     out = predict_particles(smk.input.model, smk.input.stack, smk.input.star,
                             smk.input.latents, smk.params.evaluate,
                             float(smk.params.predict["unknown_quantile"]), int(smk.params.seed),

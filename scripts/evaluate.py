@@ -1,5 +1,5 @@
-"""Rule entry point of stage `evaluate`: see affinity_vae/evaluate/."""
+"""Rule entry point of rules `evaluate_avae`/`evaluate_bvae`: see affinity_vae/evaluate/run.py."""
+from affinity_vae.evaluate.run import main_variant
 from affinity_vae.runner import run
-from affinity_vae.evaluate import main
 
-run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main_variant)  # noqa: F821 (snakemake is injected by the script directive)

@@ -1,5 +1,5 @@
-"""Rule entry point of stage `predict`: see affinity_vae/predict.py."""
-from affinity_vae.runner import run
+"""Rule entry point of rule `predict_particles`: see affinity_vae/predict.py."""
 from affinity_vae.predict import main
+from affinity_vae.runner import run
 
 run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)

@@ -74,8 +74,8 @@ class Closure:
     """What one rule's job imports: the script's module-level imports, then (transitively) every
     affinity_vae module it loads (their module-level code runs on import) and every function it
     can reach from the script by name (their function-level, lazy imports run when called).
-    In a function that dispatches on ``smk.rule == "<rule>"`` only this rule's branch is followed,
-    so one script may serve rules with different envs."""
+    Each rule has its own entry function (no dispatch on the rule's name), so rules of one stage
+    with different envs have different scripts."""
 
     def __init__(self, rule: str):
         self.rule = rule
@@ -181,31 +181,14 @@ class Closure:
         for fn in bodies:
             local: dict[str, tuple[str, str | None]] = {}
             skip = _guarded(fn)
-            for stmt in self._branch(fn.body):
+            for stmt in fn.body:
                 for sub in ast.walk(stmt):
                     if id(sub) in skip:
                         continue
                     if isinstance(sub, (ast.Import, ast.ImportFrom)):
                         self._imports(sub, modname, path.name == "__init__.py", local)
-            for stmt in self._branch(fn.body):
+            for stmt in fn.body:
                 self._follow(stmt, modname, local)
-
-    def _branch(self, body: list[ast.stmt]) -> list[ast.stmt]:
-        """The statements of a function body this rule runs: ``if <x>.rule == "<r>":`` keeps
-        only the matching side (and stops after a matching side that returns)."""
-        out = []
-        for stmt in body:
-            m = isinstance(stmt, ast.If) and re.fullmatch(
-                r"\w+(\.\w+)*\.rule\s*(==|!=)\s*['\"](\w+)['\"]", ast.unparse(stmt.test))
-            if not m:
-                out.append(stmt)
-                continue
-            match = (m.group(3) == self.rule) == (m.group(2) == "==")
-            side = stmt.body if match else stmt.orelse
-            out.extend(self._branch(side))
-            if side and isinstance(side[-1], (ast.Return, ast.Raise)):
-                break
-        return out
 
     def _follow(self, stmt: ast.AST, modname: str, local: dict) -> None:
         """Visit every affinity_vae function or class a statement refers to by name."""
@@ -369,12 +352,12 @@ def test_conda_jobs_see_the_library():
 
 def test_closure_follows_what_a_rule_runs(tmp_path, monkeypatch):
     """The import walker itself: module-level imports of every module loaded, lazy imports only
-    in functions the script reaches, only this rule's side of an ``smk.rule`` dispatch, guarded
+    in functions the script reaches (each rule's script its own entry function), guarded
     optional imports skipped, parquet I/O needing pyarrow."""
     pkg = tmp_path / LIB / "sub"
     pkg.mkdir(parents=True)
     (tmp_path / LIB / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("from .inner import main\n")
+    (pkg / "__init__.py").write_text("from .inner import main, main_a\n")
     (pkg / "inner.py").write_text(
         "import numpy as np\nfrom typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    import torch\n"
@@ -382,16 +365,16 @@ def test_closure_follows_what_a_rule_runs(tmp_path, monkeypatch):
         "from . import helpers\n"
         "def unused():\n    import umap\n"
         "def main(smk):\n"
-        "    if smk.rule == 'rule_a':\n        return a_part(smk)\n"
         "    import sklearn.metrics\n    helpers.write(smk)\n"
-        "def a_part(smk):\n    import scipy.ndimage\n")
+        "def main_a(smk):\n    import scipy.ndimage\n")
     (pkg / "helpers.py").write_text(
         "import pandas as pd\ndef write(df):\n    df.to_parquet('x')\n"
         "def other():\n    import gemmi\n")
-    script = tmp_path / "s.py"
+    script, script_a = tmp_path / "s.py", tmp_path / "s_a.py"
     script.write_text("import os\nfrom affinity_vae.sub import main\nrun(snakemake, main)\n")
+    script_a.write_text("from affinity_vae.sub import main_a\nrun(snakemake, main_a)\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
-    a = Closure("rule_a").script(script)
+    a = Closure("rule_a").script(script_a)
     b = Closure("rule_b").script(script)
     assert a.third == {"numpy", "pandas", "scipy"}
     assert b.third == {"numpy", "pandas", "sklearn", "pyarrow"}

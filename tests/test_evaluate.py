@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.evaluate import classify, metrics, pose, unseen
+from affinity_vae.evaluate.analyse import analyse_latents
 from affinity_vae.evaluate.interpolate import linear_inputs, pose_sweep_inputs
-from affinity_vae.evaluate.run import analyse_latents, summarise
+from affinity_vae.evaluate.run import summarise
 
 CLASSES = ["ring5", "ring6", "rod_s", "rod_l", "tetra"]
 UNSEEN = "ring7"  # near-twin of ring6
@@ -66,7 +68,7 @@ def latents(noise: float, seed: int = 0, n_train: int = 30, n_test: int = 12,
     return df
 
 
-CFG = {"classifier": "knn", "cv_folds": 3, "knn_neighbors": [1, 5]}
+CFG = schema_defaults("evaluate", {"classifier": "knn", "cv_folds": 3, "knn_neighbors": [1, 5]})
 
 
 @pytest.mark.parametrize("method", ["mlp", "knn"])
@@ -75,8 +77,9 @@ def test_separated_latents_classify_perfectly(method):
     fit = lat["split"] == "train"
     test = lat["split"] == "test"
     mu = lat.filter(like="mu_").to_numpy()
-    est, info = classify.fit_classifier(mu[fit], lat["class"][fit], method, seed=0, cv_folds=3,
-                                        mlp_hidden=[[16]], mlp_alpha=[1e-3])
+    cfg = schema_defaults("evaluate", {"classifier": method, "cv_folds": 3,
+                                       "mlp_hidden": [[16]], "mlp_alpha": [1e-3]})
+    est, info = classify.fit_classifier(mu[fit], lat["class"][fit], cfg, seed=0)
     res = metrics.classification_metrics(lat["class"][test], est.predict(mu[test]), CLASSES)
     assert res["macro_f1"] == 1.0 and res["accuracy"] == 1.0
     assert info["cv_macro_f1"] == pytest.approx(1.0)
@@ -354,7 +357,7 @@ def test_true_rotations_score_zero_and_average_like_the_true_poses(tmp_path):
     d = np.abs((relion - expect + 180) % 360 - 180)
     assert (star["avaeInStructureFrame"] == 1).all() and d.max() < 1e-2
 
-    cfg = {"min_particles": 10, "wiener": 0.02}
+    cfg = schema_defaults("evaluate")["averages"]
     avg = pose_averages(X, lat, rot, frames, ["a", "b"], {"a": "C1", "b": "C1"}, structures,
                         10.0, (-60.0, 60.0), cfg, 0, str(tmp_path / "averages.png"), 40)
     assert avg["averages_on"] == {"a": "test",
@@ -374,7 +377,7 @@ def test_averages_skip_classes_without_density_or_particles(tmp_path):
     (structures / "b.mrc").unlink()
     rot = lat.filter(like="pose_").to_numpy().reshape(-1, 3, 3)
     avg = pose_averages(X, lat, rot, q, ["a", "b"], {}, structures, 10.0, None,
-                        {"min_particles": 17}, 0)
+                        schema_defaults("evaluate")["averages"] | {"min_particles": 17}, 0)
     assert avg["averages"] == {}
     assert "min_particles" in avg["averages_skipped"]["a"]
     assert "b.mrc" in avg["averages_skipped"]["b"]

@@ -2,21 +2,11 @@
 compare the learned latent geometry with the affinity prior, embed (UMAP, t-SNE), decode pose
 sweeps and latent interpolations, and score the pose channel.
 
-Modules: latents (the table), encode (torch), classify, metrics, unseen (prior vs learned and
-unseen placement), embed, interpolate, pose, figs/plots (figures), run (orchestration).
-Entry point of rules ``evaluate_variant`` and ``evaluate_summary``: :func:`main`.
+Modules: latents (the table), encode (torch), classify (the one classifier grid, also predict's),
+metrics, unseen (prior vs learned and unseen placement), embed, interpolate, pose, averages,
+figs/plots (figures), tables (files written), analyse (torch-free analysis of the latents),
+model_eval (the parts that need the trained model), run (the rules' entry points).
+Entry points, one a rule: :func:`affinity_vae.evaluate.run.main_variant` (scripts/evaluate.py,
+rules ``evaluate_avae``/``evaluate_bvae``) and :func:`affinity_vae.evaluate.run.main_summary`
+(scripts/evaluate_summary.py, rule ``evaluate_summary``).
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def main(smk: Any) -> None:
-    """Rule entry: dispatches on the rule name (torch is imported only for a variant)."""
-    from affinity_vae.evaluate import run
-
-    if smk.rule == "evaluate_summary":
-        run.summary_main(smk)
-    else:
-        run.variant_main(smk)

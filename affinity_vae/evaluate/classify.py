@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,18 +16,28 @@ from sklearn.preprocessing import StandardScaler
 log = logging.getLogger(__name__)
 
 
-def make_search(method: str, seed: int, n_folds: int,
-                mlp_hidden: Sequence[Sequence[int]] = ((32,), (64,), (64, 32)),
-                mlp_alpha: Sequence[float] = (1e-4, 1e-3, 1e-2),
-                knn_neighbors: Sequence[int] = (1, 3, 5, 9, 15)) -> GridSearchCV:
-    """A grid search (scoring macro-F1, stratified shuffled folds seeded by ``seed``)."""
+#: the keys of the ``evaluate`` config section the classifier reads (defaults: the schema)
+CONFIG_KEYS = ("classifier", "cv_folds", "mlp_hidden", "mlp_alpha", "knn_neighbors")
+#: lbfgs iterations of the MLP: the scaled latents of a run converge in a few hundred; the cap
+#: only stops a fit that would chase a separable class pair towards infinite weights
+MLP_MAX_ITER = 5000
+
+
+def make_search(cfg: Mapping[str, Any], seed: int, n_folds: int) -> GridSearchCV:
+    """A grid search (scoring macro-F1, stratified shuffled folds seeded by ``seed``) over
+    ``cfg``'s grid (the ``evaluate`` section's :data:`CONFIG_KEYS`). The latents are
+    standardised (StandardScaler) inside the pipeline, so every fold is scaled on its own
+    training part."""
+    method = cfg["classifier"]
     if method == "mlp":
-        est = MLPClassifier(solver="lbfgs", max_iter=1000, random_state=seed)
-        grid: dict[str, list[Any]] = {"clf__hidden_layer_sizes": [tuple(h) for h in mlp_hidden],
-                                      "clf__alpha": list(mlp_alpha)}
+        est = MLPClassifier(solver="lbfgs", max_iter=MLP_MAX_ITER, random_state=seed)
+        grid: dict[str, list[Any]] = {
+            "clf__hidden_layer_sizes": [tuple(h) for h in cfg["mlp_hidden"]],
+            "clf__alpha": list(cfg["mlp_alpha"])}
     elif method == "knn":
         est = KNeighborsClassifier()
-        grid = {"clf__n_neighbors": list(knn_neighbors), "clf__weights": ["uniform", "distance"]}
+        grid = {"clf__n_neighbors": list(cfg["knn_neighbors"]),
+                "clf__weights": ["uniform", "distance"]}
     else:
         raise ValueError(f"unknown classifier {method!r} (mlp or knn)")
     pipe = Pipeline([("scale", StandardScaler()), ("clf", est)])
@@ -35,33 +45,37 @@ def make_search(method: str, seed: int, n_folds: int,
     return GridSearchCV(pipe, grid, scoring="f1_macro", cv=cv, n_jobs=1, refit=True)
 
 
-def fit_classifier(X: np.ndarray, y: Sequence[str], method: str = "mlp", seed: int = 0,
-                   cv_folds: int = 5, **grid: Any) -> tuple[Any, dict]:
-    """Fit the best classifier of ``method`` on latents X (N, L) with labels y (N,).
+def fit_classifier(X: np.ndarray, y: Sequence[str], cfg: Mapping[str, Any], seed: int
+                   ) -> tuple[Any, dict]:
+    """Fit the best classifier of ``cfg["classifier"]`` on latents X (N, L) with labels y (N,):
+    the one classifier of evaluate and predict.
 
+    Args:
+        cfg: the ``evaluate`` config section (at least :data:`CONFIG_KEYS`).
     KNN neighbour counts larger than the smallest training fold are dropped. With fewer than two
     particles in some class no cross-validation is possible and the grid's first setting is fitted.
 
     Returns:
         (fitted estimator with .predict, info {method, best_params, cv_macro_f1, n_folds}).
     """
+    cfg = {k: cfg[k] for k in CONFIG_KEYS}
+    method = cfg["classifier"]
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=object)
     _, counts = np.unique(y, return_counts=True)
     if len(counts) < 2:
         raise ValueError("a classifier needs at least two classes")
-    n_folds = int(min(cv_folds, counts.min()))
+    n_folds = int(min(cfg["cv_folds"], counts.min()))
     if method == "knn":
         smallest_train = len(y) - int(np.ceil(len(y) / max(n_folds, 2)))
-        ks = [k for k in grid.get("knn_neighbors", (1, 3, 5, 9, 15)) if k <= smallest_train] or [1]
-        grid["knn_neighbors"] = ks
+        cfg["knn_neighbors"] = [k for k in cfg["knn_neighbors"] if k <= smallest_train] or [1]
     if n_folds < 2:
         log.warning("a class has a single training particle: no cross-validation, first grid point")
-        search = make_search(method, seed, 2, **grid)
+        search = make_search(cfg, seed, 2)
         est = search.estimator.set_params(**{k: v[0] for k, v in search.param_grid.items()})
         est.fit(X, y)
         return est, {"method": method, "best_params": {}, "cv_macro_f1": None, "n_folds": 0}
-    search = make_search(method, seed, n_folds, **grid)
+    search = make_search(cfg, seed, n_folds)
     search.fit(X, y)
     params = {k.removeprefix("clf__"): (list(v) if isinstance(v, tuple) else v)
               for k, v in search.best_params_.items()}

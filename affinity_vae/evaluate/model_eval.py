@@ -13,14 +13,11 @@ import starfile
 import torch
 
 from affinity_vae.evaluate import figs, interpolate, pose
+from affinity_vae.evaluate.analyse import analyse_latents
 from affinity_vae.evaluate.encode import encode
 from affinity_vae.evaluate.latents import block, latents_frame
-from affinity_vae.evaluate.run import (
-    analyse_latents,
-    read_affinity,
-    read_manifest,
-    write_json,
-)
+from affinity_vae.evaluate.tables import read_manifest, write_json
+from affinity_vae.io.affinity_csv import read_affinity
 from affinity_vae.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -173,14 +170,14 @@ def pose_averages(boxes: np.ndarray, lat: pd.DataFrame, rot: np.ndarray,
 
     rng = np.random.default_rng([seed, 0xA7])
     n = int(boxes.shape[-1])
-    min_n = int(cfg.get("min_particles", 10))
+    min_n = int(cfg["min_particles"])
     mask, pred, on = averaging_sets(lat, rot, frames, classes, groups, min_n, rng)
     labels = lat["class"].to_numpy(object)
     true = pose.true_matrices(lat[["euler_z1", "euler_x", "euler_z2"]].to_numpy(float))
     dens = class_densities(structures, sorted(on), n, voxel)
     wedge = wedge_mask((n,) * 3, tilt_range) if tilt_range is not None else None
     res = averages.class_averages(boxes[mask], labels[mask], pred[mask], true[mask], dens,
-                                  voxel, wedge, rng, min_n, float(cfg.get("wiener", 0.02)))
+                                  voxel, wedge, rng, min_n, float(cfg["wiener"]))
     skipped = {c: (f"no density {c}.mrc in {structures}" if c not in dens else
                    f"{int((mask & (labels == c)).sum())} particles < min_particles {min_n}")
                for c in on if c not in res["metrics"]}
@@ -205,7 +202,7 @@ def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
     labels = lat["class"].to_numpy(object)
     present = [c for c in classes if (train & (labels == c)).any()]
     means = np.stack([mu[train & (labels == c)].mean(0) for c in present])
-    steps = int(cfg.get("interpolation_steps", 8))
+    steps = int(cfg["interpolation_steps"])
     pose_mean = P[train].mean(0) if P.shape[1] else np.zeros(0)
     info: dict[str, Any] = {}
     if P.shape[1] and "pose_sweep_png" in out:
@@ -213,21 +210,20 @@ def sweeps(model: torch.nn.Module, lat: pd.DataFrame, classes: Sequence[str],
         names = present + ["mean"]
         full_turn = is_gmd(model) and len(model.box) == 3
         z, p = interpolate.pose_sweep_inputs(rows, pose_mean, P[train].std(0), steps,
-                                             float(cfg.get("pose_sweep_sigma", 2.0)), full_turn)
+                                             float(cfg["pose_sweep_sigma"]), full_turn)
         dec = interpolate.decode(model, z, p, device).reshape(len(rows), steps, *model.box)
         for name, stack in zip(names, dec):
             interpolate.write_stack(vol_dir / f"pose_sweep_{name}.mrcs", stack, voxel)
         np.savez(vol_dir / "pose_sweep.npz", grid=dec, names=np.array(names))  # for `figures`
         what = "rotation angle over a full turn" if full_turn else (
-            f"pose_0 from -{cfg.get('pose_sweep_sigma', 2.0)} to "
-            f"+{cfg.get('pose_sweep_sigma', 2.0)} std")
+            f"pose_0 from -{cfg['pose_sweep_sigma']} to +{cfg['pose_sweep_sigma']} std")
         interpolate.montage(dec, names, out["pose_sweep_png"], f"pose sweep: {what}",
                             mode="projection", dpi=dpi)
         if dec.ndim == 5:
             interpolate.montage(dec, names, vol_dir / "pose_sweep_slices.png",
                                 f"pose sweep: {what}", mode="slice", dpi=dpi)
         info["pose_sweep"] = what
-    pair = list(cfg.get("interpolation_pair") or [])
+    pair = list(cfg["interpolation_pair"])
     if len(pair) != 2:
         sub = affinity.loc[present, present].to_numpy(float).copy()
         np.fill_diagonal(sub, np.inf)
@@ -294,21 +290,20 @@ def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str
         raise InputError(f"{model_path}: trained on boxes {tuple(model.box)} but the stacks hold "
                          f"{tuple(X.shape[1:])} -- re-run `snakemake train`")
     log.info("%s: encoding %d particles on %s", meta.get("variant"), len(X), device)
-    mu, logvar, P = encode(model, X, int(cfg.get("batch_size", 256)), device)
+    mu, logvar, P = encode(model, X, int(cfg["batch_size"]), device)
     lat = latents_frame(table, mu, logvar, P)
     affinity = spelled_as(affinity, list(dict.fromkeys(classes + list(lat["class"]))))
     with atomic_path(out["latents"]) as tmp:
         lat.to_parquet(tmp, index=False)
     label = "aVAE" if meta.get("variant", "avae") == "avae" else "beta-VAE"
-    res = analyse_latents(lat, classes, affinity, cfg, seed, out,
-                          read_manifest(manifest_path), dpi, label)
     manifest = read_manifest(manifest_path)
+    res = analyse_latents(lat, classes, affinity, cfg, seed, out, manifest, dpi, label)
     res["pose"], rot, frames = (pose_metrics(model, lat, classes, out, dpi, device, manifest,
                                              seed)
                                 if P.shape[1] or len(model.box) == 3 else ({}, None, {}))
     voxel = read_voxel_size(stacks[0])
-    acfg = dict(cfg.get("averages") or {})
-    if rot is not None and acfg.get("enabled", True):
+    acfg = cfg["averages"]
+    if rot is not None and acfg["enabled"]:
         res["pose"] |= pose_averages(X, lat, rot, frames, classes,
                                      pose.class_point_groups(manifest, classes), manifest_path,
                                      voxel, tilt_range, acfg, seed, out.get("averages_png"), dpi)

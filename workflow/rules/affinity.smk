@@ -21,7 +21,6 @@ rule affinity_method:
         method="soap|fsc",
     conda:
         env("affinity")
-    threads: 2
     params:
         # only this method's settings, so changing one method does not re-run the other
         affinity=lambda wildcards: {

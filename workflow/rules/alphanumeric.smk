@@ -47,7 +47,7 @@ rule alphanumeric_affinity:
     params:
         alphanumeric=config["dataset"]["alphanumeric"],
     script:
-        "../../scripts/glyph_affinity.py"
+        "../../scripts/alphanumeric_affinity.py"
 
 
 rule alphanumeric:

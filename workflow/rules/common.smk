@@ -170,8 +170,12 @@ def affinity_targets():
 
 # --- input functions of stage `train` ---
 def train_variants():
-    """avae, plus the bvae baseline unless evaluate.baseline is false."""
-    return ["avae", "bvae"] if config["evaluate"].get("baseline", True) else ["avae"]
+    """The run's models: avae, plus the beta-VAE baseline bvae when evaluate.baseline is true
+    (trained, evaluated and reported: train.smk, evaluate.smk, report.smk)."""
+    return ["avae", "bvae"] if config["evaluate"]["baseline"] else ["avae"]
+
+
+eval_variants = train_variants  # TODO(coordinator): report.smk -> train_variants(), then drop
 
 
 # --- the data's imaging settings (train: augmentation wedge and GMD forward model; evaluate) ---
@@ -250,24 +254,3 @@ def denoise_mem_mb(wildcards, input):
     """Peak memory: one tile (~1.2 kB per voxel of (patch + 24)^3) + ~4.5x the tomogram."""
     tile_mb = 1.2 * (config["denoise"]["patch_size"] + 24) ** 3 / 1024
     return int(1000 + tile_mb + 4.5 * input.size_mb)
-
-
-# --- input functions of stage `predict`: the write-back (workflow/rules/predict.smk) ---
-def predict_header(wildcards):
-    """The tomogram whose header gives the RELION write-back its geometry (size, voxel size):
-    a configured new tomogram, or the run's own tomogram (none for particle-file datasets).
-    """
-    if wildcards.name in predict_inputs():
-        return {"header": predict_raw_tomogram(wildcards)}
-    if config["dataset"]["source"] in ("subtomo_folder", "alphanumeric"):
-        return {}
-    return {"header": f"{tomogram_dir(wildcards.name)}/reconstruction.mrc"}
-
-
-def predict_relion_output():
-    """{relion: predict/<name>_relion.star} unless the predicted particles have no tomogram
-    (a subtomo_folder or alphanumeric dataset predicting its own test particles)."""
-    no_tomogram = config["dataset"]["source"] in ("subtomo_folder", "alphanumeric")
-    if no_tomogram and not config["predict"]["tomograms"]:
-        return {}
-    return {"relion": f"{RUN}/predict/{{name}}_relion.star"}

@@ -26,7 +26,6 @@ for _variant in ["avae", "bvae"]:
             f"{BENCH}/evaluate/{_variant}.tsv"
         conda:
             env("evaluate")
-        threads: 2
         params:
             evaluate=config["evaluate"],
             report=config["report"],
@@ -39,7 +38,7 @@ for _variant in ["avae", "bvae"]:
 
 rule evaluate_summary:
     input:
-        metrics=expand(f"{RUN}/eval/{{variant}}/metrics.json", variant=eval_variants()),
+        metrics=expand(f"{RUN}/eval/{{variant}}/metrics.json", variant=train_variants()),
     output:
         metrics=f"{RUN}/eval/metrics.json",
     log:
@@ -52,7 +51,7 @@ rule evaluate_summary:
     params:
         evaluate=config["evaluate"],
     script:
-        "../../scripts/evaluate.py"
+        "../../scripts/evaluate_summary.py"
 
 
 rule evaluate:

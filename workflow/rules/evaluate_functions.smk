@@ -1,23 +1,15 @@
-# Helper functions of the evaluate, figures and predict rules (evaluate.smk, report.smk,
-# predict.smk): which models and figures a run has, and where predict reads its boxes.
+# Helper functions of the evaluate and figures rules (evaluate.smk, report.smk): which outputs
+# a run's models and figures have. The models a run has: train_variants() (common.smk).
 
 
 def eval_is_2d():
     """True for 2D data (the alphanumeric glyph experiment)."""
-    return str(config["dataset"].get("source", "")).lower() in (
-        "glyphs",
-        "alphanumeric",
-    )
-
-
-def eval_variants():
-    """avae, plus the beta-VAE baseline when evaluate.baseline is true."""
-    return ["avae", "bvae"] if config["evaluate"]["baseline"] else ["avae"]
+    return config["dataset"]["source"] == "alphanumeric"
 
 
 def eval_pose_dims(variant):
     """Pose dimensions of a variant's model (the baseline has none)."""
-    return 0 if variant == "bvae" else int(config["model"].get("pose_dims", 3))
+    return 0 if variant == "bvae" else int(config["model"]["pose_dims"])
 
 
 def eval_pose_is_rotation(variant):
@@ -105,50 +97,3 @@ def figure_outputs():
             out["fig4"] = fig("fig4.png", "fig4", "Fig. 4")
         out["fig5"] = fig("fig5.png", "fig5", "Fig. 5")
     return out
-
-
-def predict_inputs():
-    """{name: (tomogram, coordinates)} of predict.tomograms; empty = the run's test tomograms."""
-    return {
-        t["name"]: (t["tomogram"], t["coordinates"])
-        for t in config["predict"]["tomograms"]
-    }
-
-
-def predict_raw_tomogram(wildcards):
-    """The MRC of a configured new tomogram, as given."""
-    return predict_inputs()[wildcards.name][0]
-
-
-def predict_coordinates(wildcards):
-    return predict_inputs()[wildcards.name][1]
-
-
-def predict_tomogram(wildcards):
-    """What predict_extract cuts from: the new tomogram denoised like the training data
-    (rule predict_denoise) when denoise.enabled and predict.denoise, else as given."""
-    if config["denoise"]["enabled"] and config["predict"]["denoise"]:
-        return f"{RUN}/predict/{wildcards.name}_denoised.mrc"
-    return predict_raw_tomogram(wildcards)
-
-
-def predict_new_names():
-    """A wildcard pattern matching only the configured new tomograms (none: matches nothing)."""
-    import re
-
-    return "|".join(re.escape(n) for n in predict_inputs()) or "(?!)"
-
-
-def predict_names():
-    """Configured new tomograms, else the run's test tomograms (else all its stacks)."""
-    test = [t for t in config["dataset"]["splits"].get("test", []) if t in tomograms()]
-    return list(predict_inputs()) or test or tomograms()
-
-
-def predict_boxes(wildcards):
-    """Boxes of a new tomogram (cut by predict_extract), or the run's own extracted stack."""
-    if wildcards.name in predict_inputs():
-        d = f"{RUN}/predict/{wildcards.name}"
-    else:
-        d = f"{RUN}/subtomos/{wildcards.name}"
-    return {"stack": f"{d}.mrcs", "star": f"{d}.star"}

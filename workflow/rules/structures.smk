@@ -39,10 +39,8 @@ rule fetch_structure:
     localrule: True
     conda:
         env("structures")
-    threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        # (threads, mem_mb, runtime: profiles/default/config.yaml, as for every rule)
         # the stage's conda env's Python (first on PATH) when envs are deployed, else the one
         # running Snakemake, as for script: rules
         python=(
@@ -72,7 +70,6 @@ rule structures_build:
     localrule: True
     conda:
         env("structures")
-    threads: 1
     params:
         structures=config["structures"],
         voxel_size=config["dataset"]["voxel_size"],

@@ -24,7 +24,6 @@ rule train_model:
         variant="avae|bvae",
     conda:
         env("train")
-    threads: 2
     resources:
         # the particles are held in memory twice (stack + training tensor) plus torch
         mem_mb=lambda wc, input: int(2000 + 3 * input.size_mb),
