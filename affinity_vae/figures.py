@@ -10,8 +10,9 @@ no retraining): everything is read from ``eval/`` and ``affinity/``.
 - fig6.png (Fig. 6): learned class-mean cosine similarity of aVAE and beta-VAE beside the prior,
   with the Pearson r of the off-diagonal pairs (`make paper` adds the aVAE embedding and the
   decoded class means: :func:`fig6` with ``emb`` and ``decoded``).
-- fig7.png (Fig. 7): normalised confusion matrices of both models and per-class F1.
-- table1.csv / table1.md (Table 1): aVAE vs beta-VAE -- macro-F1, accuracy, group F1, Pearson r,
+- fig7.png (Fig. 7): normalised confusion matrices of both models (and TM) and per-class F1.
+- table1.csv / table1.md (Table 1): aVAE vs beta-VAE (vs TM, the template-matching baseline on
+  the same test particles, eval/tm/, when it ran) -- macro-F1, accuracy, group F1, Pearson r,
   unseen placement, pose (2D: Spearman rho; 3D: symmetry-aware median error beside its random
   baseline, the C1 classes alone, the probes, and the mean resolution of the subtomogram
   averages from predicted, true and random poses).
@@ -37,7 +38,7 @@ from affinity_vae.evaluate.plots import draw_embedding, draw_heatmap, plt, save
 from affinity_vae.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-NAMES = {"avae": "aVAE", "bvae": "beta-VAE"}
+NAMES = {"avae": "aVAE", "bvae": "beta-VAE", "tm": "TM"}
 
 
 def _fmt(v: Any) -> str:
@@ -46,11 +47,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def table1(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Table 1 from eval/metrics.json: one row a measure, one column a model."""
+def table1(metrics: Mapping[str, Any], tm: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Table 1 from eval/metrics.json: one row a measure, one column a model; ``tm``: the
+    template-matching baseline's eval/tm/metrics.json (same test particles), a column too."""
     models = {"aVAE": metrics}
     if "baseline" in metrics:
         models["beta-VAE"] = metrics["baseline"]
+    if tm:
+        models["TM"] = tm
     rows: dict[str, dict[str, Any]] = {}
 
     def put(name: str, getter) -> None:
@@ -118,8 +122,9 @@ def mean_resolution(averages: Mapping[str, Mapping] | None, kind: str) -> float 
             f"unresolved (0 of {len(vals)} classes)")
 
 
-def write_table1(metrics: Mapping[str, Any], csv: str | Path, md: str | Path) -> pd.DataFrame:
-    t = table1(metrics)
+def write_table1(metrics: Mapping[str, Any], csv: str | Path, md: str | Path,
+                 tm: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    t = table1(metrics, tm)
     with atomic_path(csv) as tmp:
         t.to_csv(tmp)
     lines = ["| measure | " + " | ".join(t.columns) + " |",
@@ -309,11 +314,13 @@ def fig2(emb: pd.DataFrame, lat: pd.DataFrame, metrics: Mapping[str, Any],
 
 
 def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[str, str],
-                 dpi: int = 150) -> pd.DataFrame:
+                 dpi: int = 150, tm_path: str | Path | None = None) -> pd.DataFrame:
     """Write every figure named in ``out`` (keys fig2, fig3, fig4, fig5, fig6, fig7, table1_csv,
-    table1_md) from the cached evaluation in ``eval_dir``; returns Table 1."""
+    table1_md) from the cached evaluation in ``eval_dir``; returns Table 1. ``tm_path``: the
+    template-matching metrics (eval/tm/metrics.json), a column of Table 1 and of Fig. 7."""
     eval_dir = Path(eval_dir)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
+    tm = json.loads(Path(tm_path).read_text()) if tm_path else None
     variants = ["avae"] + (["bvae"] if "baseline" in metrics else [])
     per_variant = {"avae": metrics, **({"bvae": metrics["baseline"]} if "baseline" in metrics
                                        else {})}
@@ -329,7 +336,7 @@ def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[s
         for k in ("sim", "conf"):
             r[k].index, r[k].columns = r[k].index.astype(str), r[k].columns.astype(str)
         r["emb"]["class"] = r["emb"]["class"].astype(str)
-    table = write_table1(metrics, out["table1_csv"], out["table1_md"])
+    table = write_table1(metrics, out["table1_csv"], out["table1_md"], tm)
     if "fig3" in out:
         order = [c for c in affinity.index if c in read["avae"]["sim"].index]
         fig3(affinity.loc[order, order], read["avae"]["emb"], classes,
@@ -338,8 +345,11 @@ def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[s
         fig6(affinity, {v: read[v]["sim"] for v in variants},
              {v: per_variant[v]["affinity_pearson_r"] for v in variants}, out["fig6"], dpi)
     if "fig7" in out:
-        fig7({v: read[v]["conf"] for v in variants},
-             {v: per_variant[v]["per_class"] for v in variants}, out["fig7"], dpi)
+        conf = {v: read[v]["conf"] for v in variants}
+        per_class = {v: per_variant[v]["per_class"] for v in variants}
+        if tm is not None:
+            conf["tm"], per_class["tm"] = tm_confusion(Path(tm_path)), tm["per_class"]
+        fig7(conf, per_class, out["fig7"], dpi)
     vol_dir = eval_dir / "avae" / "volumes"
     if "fig4" in out:
         fig4(vol_dir, out["fig4"], dpi)
@@ -352,8 +362,16 @@ def make_figures(eval_dir: str | Path, affinity_path: str | Path, out: Mapping[s
     return table
 
 
+def tm_confusion(tm_path: Path) -> pd.DataFrame:
+    """TM's row-normalised confusion table (confusion_norm.csv beside its metrics.json)."""
+    t = pd.read_csv(Path(tm_path).parent / "confusion_norm.csv", index_col=0)
+    t.index, t.columns = t.index.astype(str), t.columns.astype(str)
+    return t
+
+
 def main(smk: Any) -> None:
     """Rule ``figures_build``."""
     out = {k: str(v) for k, v in smk.output.items()}
+    tm = list(smk.input.get("tm", None) or [])
     make_figures(Path(smk.input.metrics).parent, smk.input.affinity, out,
-                 int(smk.params.report.get("dpi", 150)))
+                 int(smk.params.report.get("dpi", 150)), tm[0] if tm else None)

@@ -17,6 +17,7 @@ rule figures_build:
         ),
         volumes=expand(f"{RUN}/eval/{{variant}}/volumes", variant=eval_variants()),
         affinity=f"{RUN}/affinity/affinity.csv",
+        tm=tm_metrics(),  # the template-matching column of Table 1 (template_match.smk)
     output:
         **figure_outputs(),
     log:
