@@ -13,13 +13,17 @@ projects SHREC 2021 from them (``benchmarks.projection``).
 
     python -m benchmarks.bench_scaling [--quick] [--only extract,train]
 
-``--quick``: small sizes and one repeat (tests, CI); tables are marked quick.
+``--quick``: small sizes and one repeat (tests, CI); tables are marked quick. ``--set
+denoise.sizes=128,256`` (repeatable) overrides one size list or number. A case that fails (e.g.
+out of memory) is reported on stderr and leaves None in its row; the others still run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import subprocess
 import sys
 from typing import Any
 
@@ -60,10 +64,26 @@ def rule_threads(stage: str) -> int:
     return int((prof.get("set-threads") or {}).get(RULES[stage], 1))
 
 
+class _Failed(dict):
+    """A case that failed (e.g. out of memory): every figure reads None."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def _case(kind: str, **params: Any) -> dict[str, Any]:
-    res = run_child("benchmarks._cases", kind, json.dumps(params))
+    try:
+        res = run_child("benchmarks._cases", kind, json.dumps(params))
+    except subprocess.CalledProcessError as exc:  # one failed case must not end a long run
+        print(f"  {kind} {params} FAILED (rc {exc.returncode}):\n{exc.stderr[-2000:]}",
+              file=sys.stderr, flush=True)
+        return _Failed()
     print(f"  {kind} {params} -> {res}", flush=True)
     return res
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def extract_table(p: dict, quick: bool) -> None:
@@ -114,7 +134,7 @@ def gmd_table(p: dict, quick: bool) -> None:
     for grid in p["grids"]:
         for m in p["ms"]:
             r = _case("gmd", m=m, grid=grid, threads=t, repeat=p["repeat"])
-            rows.append([m, grid, r["seconds"], r["peak_rss_mb"] - r["base_rss_mb"]])
+            rows.append([m, grid, r["seconds"], _minus(r["peak_rss_mb"], r["base_rss_mb"])])
     record_table("gmd", ["M", "grid", "seconds", "peak_mem_mb"], rows, quick=quick,
                  note=f"separable GMD renderer, forward + backward, batch 8, CPU, {t} "
                       f"thread(s); median of {p['repeat']}; peak RSS growth of the case")
@@ -137,6 +157,20 @@ def affinity_table(p: dict, quick: bool) -> None:
                       f"{t} threads; median of {p['repeat']}")
 
 
+def apply_overrides(sizes: dict[str, dict[str, Any]], items: list[str]
+                    ) -> dict[str, dict[str, Any]]:
+    """A copy of ``sizes`` with each ``table.key=v1,v2`` applied (values take the type of the
+    ones they replace; a list stays a list)."""
+    sizes = copy.deepcopy(sizes)
+    for item in items:
+        key, _, val = item.partition("=")
+        table, _, name = key.partition(".")
+        old = sizes[table][name]
+        sizes[table][name] = ([type(old[0])(v) for v in val.split(",")]
+                              if isinstance(old, list) else type(old)(val))
+    return sizes
+
+
 TABLES = {"extract": extract_table, "denoise": denoise_table, "train": train_table,
           "gmd": gmd_table, "affinity": affinity_table}
 
@@ -145,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {list(TABLES)}")
+    ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=V1,V2",
+                    help="override one size list or number, e.g. denoise.sizes=128,256")
     args = ap.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = apply_overrides(QUICK if args.quick else FULL, args.set)
     for name in [n for n in args.only.split(",") if n] or list(TABLES):
         print(f"-- scaling: {name}", flush=True)
         TABLES[name](sizes[name], args.quick)

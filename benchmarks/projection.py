@@ -35,7 +35,8 @@ def defaults(section: str) -> dict[str, Any]:
 def _rows(table: dict | None) -> list[dict[str, Any]]:
     if not table:
         return []
-    return [dict(zip(table["columns"], r)) for r in table["rows"]]
+    rows = [dict(zip(table["columns"], r)) for r in table["rows"]]
+    return [r for r in rows if all(v is not None for v in r.values())]  # failed cases out
 
 
 def denoise_job_s(table: dict | None, size: int, patch: int) -> float | None:
@@ -94,6 +95,16 @@ def _demo_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text()) or {}
 
 
+def peak_mb(table: dict | None, key: str) -> str | None:
+    """Peak memory of the table's largest measured case (``key``: its size column)."""
+    rows = _rows(table)
+    mem = "peak_rss_mb" if rows and "peak_rss_mb" in rows[0] else "peak_mem_mb"
+    if not rows:
+        return None
+    top = max(rows, key=lambda r: (r[key], r[mem]))
+    return f"{top[mem]:,.0f} MB at {key} {top[key]}"
+
+
 def project(scaling: dict, results: dict, pipeline: dict | None,
             threads: dict[str, int]) -> dict[str, Any]:
     """Rows ``{stage, jobs, parallel, cpu_job_s, cpu_wall_s, gpu_job_s, gpu_wall_s, formula}``
@@ -132,7 +143,12 @@ def project(scaling: dict, results: dict, pipeline: dict | None,
          "threads": threads.get("evaluate_avae"),
          "formula": f"default pipeline's evaluate job * {n_p} / its particles"},
     ]
+    mems = {"denoise": peak_mb(scaling.get("denoise"), "size"),
+            "extract": peak_mb(scaling.get("extract"), "size"),
+            "affinity": peak_mb(scaling.get("affinity"), "classes"),
+            "train": peak_mb(scaling.get("train"), "box"), "evaluate": None}
     for r in rows:  # all jobs of a stage run side by side under --profile slurm
+        r["peak_mem"] = mems[r["stage"]]
         r["cpu_wall_s"] = r["cpu_job_s"]
         r["gpu_wall_s"] = r["gpu_job_s"]
 

@@ -112,7 +112,7 @@ def projection_section(proj: dict) -> str:
         return NM if v is None else f"{v:,.0f} s ({v / 3600:.2f} h)"
 
     rows = [[r["stage"], r["jobs"], r["parallel"], r["threads"], s(r["cpu_job_s"]),
-             s(r["gpu_job_s"]), r["formula"]] for r in proj["rows"]]
+             s(r["gpu_job_s"]), r["peak_mem"] or NM, r["formula"]] for r in proj["rows"]]
     sh = proj["shrec"]
     return (f"{sh['tomograms']} tomograms of {sh['size']}^3, {sh['particles']:,} particles, "
             f"{sh['classes']} classes; training {proj['epochs']} epochs of "
@@ -122,7 +122,7 @@ def projection_section(proj: dict) -> str:
             f"affinity job runs beside denoise and extract. Wall = max(denoise + extract, "
             f"affinity) + train + evaluate.\n\n"
             + table(["stage", "jobs", "side by side", "threads", "per job, CPU",
-                     "per job, GPU", "formula"], rows)
+                     "per job, GPU", "peak memory (largest measured case)", "formula"], rows)
             + f"\n\nExpected wall time on a cluster without a GPU: {s(proj['cpu_total_s'])}; "
               f"with a GPU (training and denoising on it): {s(proj['gpu_total_s'])}.")
 

@@ -187,3 +187,30 @@ def test_quick_run_end_to_end(tmp_path):
     assert all(len(tables[t]["rows"]) >= 1 for t in expected)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "QUICK RUN" in text and "## SHREC 2021 projection" in text
+
+
+def test_size_overrides_keep_types_and_leave_the_defaults_alone():
+    from benchmarks import bench_scaling
+
+    sizes = bench_scaling.apply_overrides(bench_scaling.FULL,
+                                          ["denoise.sizes=128,256", "train.steps=2"])
+    assert sizes["denoise"]["sizes"] == [128, 256] and sizes["train"]["steps"] == 2
+    assert bench_scaling.FULL["denoise"]["sizes"] == [128, 256, 512]
+
+
+def test_a_failed_case_leaves_none_and_the_projection_skips_it(out, monkeypatch):
+    from benchmarks import bench_scaling
+
+    def fail(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, "x", stderr="MemoryError")
+
+    monkeypatch.setattr(bench_scaling, "run_child", fail)
+    bench_scaling.gmd_table({"ms": [16], "grids": [16], "repeat": 1}, quick=True)
+    table = json.loads((out / "scaling.json").read_text())["gmd"]
+    assert table["rows"] == [[16, 16, None, None]]
+    sc = synthetic_scaling()
+    sc["denoise"]["rows"].append([512, 128, None, None, 1])   # the 512^3 case failed
+    rows = {r["stage"]: r for r in projection.project(sc, {}, None, {})["rows"]}
+    assert rows["denoise"]["cpu_job_s"] == pytest.approx(1e-6 * 512 ** 3)  # from 256^3
+    assert rows["denoise"]["peak_mem"] == "500 MB at size 256"
+    assert rows["evaluate"]["cpu_job_s"] is None                 # no pipeline table
