@@ -45,7 +45,8 @@ PUBLISHED: dict[str, dict[str, float]] = {
     "aVAE (paper)": {"accuracy": 0.67},
     "beta-VAE (paper)": {"accuracy": 0.50},
 }
-ROWS = ["small", "medium", "large", "accuracy", "macro-F1", "Pearson r", "best attainable r"]
+ROWS = ["small", "medium", "large", "accuracy", "macro-F1", "Pearson r", "best attainable r",
+        "pose error, deg", "pose error, random rotations, deg"]
 MODEL_NAMES = {"cnn": "CNN-aVAE", "gmd": "GMD-aVAE", "bvae": "beta-VAE"}
 
 
@@ -190,14 +191,21 @@ def model_scores(m: Mapping[str, Any], top: Mapping[str, Any] | None = None) -> 
         best = _get(top, "affinity_attainable", "best_pearson_r")
     row = {g: _get(m, "groups", f"size/{g}") for g in ("small", "medium", "large")}
     return row | {"accuracy": m.get("accuracy"), "macro-F1": m.get("macro_f1"),
-                  "Pearson r": m.get("affinity_pearson_r"), "best attainable r": best}
+                  "Pearson r": m.get("affinity_pearson_r"), "best attainable r": best,
+                  "pose error, deg": _get(m, "pose", "median_error_deg"),
+                  "pose error, random rotations, deg": _get(m, "pose",
+                                                            "random_median_error_deg")}
 
 
-def table1(metrics: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
-    """Table 1: rows :data:`ROWS`, columns the published methods then this project's models.
+def table1(metrics: Mapping[str, Mapping[str, Any] | None],
+           tm: Mapping[str, Mapping[str, Any] | None] | None = None) -> pd.DataFrame:
+    """Table 1: rows :data:`ROWS`, columns the published methods then this project's models,
+    then template matching (TM) on the same test particles, one column a dataset variant.
 
     Args:
         metrics: {run key: that run's eval/metrics.json, or None when it is missing}.
+        tm: {run key: that run's eval/tm/metrics.json, or None}; runs of one dataset variant
+            share their data, so the first run of a variant with TM gives its column.
     """
     cols: dict[str, dict[str, Any]] = {k: dict(v) for k, v in PUBLISHED.items()}
     for run in RUNS:
@@ -208,6 +216,11 @@ def table1(metrics: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
             d = None if m is None else (m if variant == "avae" else m.get("baseline"))
             name = f"{model} {run.variant.split()[0]}, this project"
             cols[name] = model_scores(d, m) if d is not None else {}
+    for run in RUNS:
+        name = f"TM {run.variant.split()[0]}, this project"
+        t = (tm or {}).get(run.key)
+        if run.shrec and t is not None and not cols.get(name):
+            cols[name] = model_scores(t)
     t = pd.DataFrame({c: {r: v.get(r) for r in ROWS} for c, v in cols.items()})
     return t.rename_axis("measure")
 
@@ -223,7 +236,10 @@ def write_table1(t: pd.DataFrame, csv: Path, md: Path) -> None:
     lines += [f"| {r} | " + " | ".join(_cell(v) for v in row) + " |" for r, row in t.iterrows()]
     lines += ["", ("Rows small / medium / large: mean per-class F1 (test tomogram) of the SHREC "
               "2021 size group's classes, the paper's scoring. Variants: (i) single proteins, "
-              "(ii) crops of the ground-truth volume, (iii) crops of the reconstruction. "
+              "(ii) crops of the ground-truth volume, (iii) crops of the reconstruction. TM: "
+              "template matching on the same test particles (eval/tm/). Pose error: median "
+              "symmetry-aware angular error on the test tomogram (learned pose: after one fitted "
+              "frame per class; TM: in the template's frame). "
               "'–': not reported / not measured.")]
     with atomic_path(md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -259,6 +275,10 @@ def _fig7(runs: Mapping[str, Path], metrics: Mapping[str, Mapping], path: Path, 
             f = runs[run.key] / "eval" / variant / "confusion_norm.csv"
             if m is not None and f.is_file():
                 conf[model], per_class[model] = _read_csv(f), m["per_class"]
+        f = runs[run.key] / "eval" / "tm" / "metrics.json"
+        if "TM" not in conf and f.is_file():
+            conf["TM"] = _read_csv(f.parent / "confusion_norm.csv")
+            per_class["TM"] = json.loads(f.read_text())["per_class"]
     if conf:
         fig7(conf, per_class, path, dpi)
 
@@ -272,7 +292,9 @@ def collate(prefix: str = "paper", repo: str | Path = ".", dpi: int = 150) -> pd
     runs = {r.key: repo / "results" / run_name(prefix, r.key) for r in RUNS}
     metrics = {k: json.loads((d / "eval" / "metrics.json").read_text())
                for k, d in runs.items() if (d / "eval" / "metrics.json").is_file()}
-    t = table1({r.key: metrics.get(r.key) for r in RUNS})
+    tm = {k: json.loads((d / "eval" / "tm" / "metrics.json").read_text())
+          for k, d in runs.items() if (d / "eval" / "tm" / "metrics.json").is_file()}
+    t = table1({r.key: metrics.get(r.key) for r in RUNS}, tm)
     write_table1(t, out / "table1.csv", out / "table1.md")
     made: dict[str, str] = {}
     for fig, (key, file, line) in FIGURES.items():

@@ -157,3 +157,19 @@ def test_tiny_pipeline_has_tm_in_table1():
         assert np.isfinite(float(t.loc["pose median error, deg (symmetry-aware, test)", "TM"]))
     finally:
         shutil.rmtree(REPO / "results" / run, ignore_errors=True)
+
+
+def test_paper_table1_has_tm_columns_beside_the_models():
+    from affinity_vae import paper
+
+    model = {"groups": {"size/small": 0.5}, "macro_f1": 0.6,
+             "pose": {"median_error_deg": 30.0, "random_median_error_deg": 70.0}}
+    tm_m = {"groups": {"size/small": 0.3}, "macro_f1": 0.4,
+            "pose": {"median_error_deg": 10.0, "random_median_error_deg": 66.0}}
+    t = paper.table1({"recon_cnn": model, "recon_gmd": model},
+                     {"recon_cnn": tm_m, "recon_gmd": {"macro_f1": 0.0}})
+    col = "TM (iii), this project"
+    assert t.loc["small", col] == 0.3 and t.loc["macro-F1", col] == 0.4  # the first run's
+    assert t.loc["pose error, deg", col] == 10.0
+    assert t.loc["pose error, deg", "CNN-aVAE (iii), this project"] == 30.0
+    assert t.loc["small", "TM (published)"] == 0.233
