@@ -4,8 +4,8 @@
 Runs ``snakemake --cores 2`` on config/config.yaml from scratch under its own run name
 (results/bench_pipeline, removed first), times the whole process, and reads every rule's
 ``benchmark:`` TSV (results/<run>/benchmarks/<stage>[/<job>].tsv, column ``s``). Table
-``pipeline`` (scaling.json): stage, jobs, summed job seconds, share of all job seconds, summed
-seconds / wall; figure ``pipeline_default_wall_s`` with the recorded "before" wall as baseline
+``pipeline`` (scaling.json): stage, jobs, summed job seconds, longest job, share of all job
+seconds, summed seconds / wall; figure ``pipeline_default_wall_s`` with the recorded "before" wall as baseline
 (benchmarks/pipeline_baseline.json, the same table of an earlier run).
 
     python -m benchmarks.bench_pipeline [--cores 2] [--config config/config.yaml]
@@ -29,11 +29,13 @@ from benchmarks._common import HERE, REPO, record, record_table
 
 OPT_IN = True
 BASELINE = HERE / "pipeline_baseline.json"
-COLUMNS = ["stage", "jobs", "seconds", "share_of_job_time", "seconds_per_wall"]
+COLUMNS = ["stage", "jobs", "seconds", "longest_job_s", "share_of_job_time",
+           "seconds_per_wall"]
 
 
 def stage_seconds(bench_dir: Path) -> dict[str, dict[str, float]]:
-    """``{stage: {jobs, seconds}}`` from a run's benchmark TSVs (first ``s`` row of each)."""
+    """``{stage: {jobs, seconds, longest}}`` from a run's benchmark TSVs (first ``s`` row of
+    each; ``seconds`` summed over the stage's jobs, ``longest`` the longest job)."""
     out: dict[str, dict[str, float]] = {}
     for tsv in sorted(bench_dir.rglob("*.tsv")):
         rel = tsv.relative_to(bench_dir)
@@ -42,9 +44,10 @@ def stage_seconds(bench_dir: Path) -> dict[str, dict[str, float]]:
             row = next(csv.DictReader(f, delimiter="\t"), None)
         if row is None:
             continue
-        st = out.setdefault(stage, {"jobs": 0, "seconds": 0.0})
+        st = out.setdefault(stage, {"jobs": 0, "seconds": 0.0, "longest": 0.0})
         st["jobs"] += 1
         st["seconds"] += float(row["s"])
+        st["longest"] = max(st["longest"], float(row["s"]))
     return out
 
 
@@ -58,7 +61,7 @@ def output_span_s(run_dir: Path) -> float:
 def stage_rows(stages: dict[str, dict[str, float]], wall: float) -> list[list[Any]]:
     """Rows of COLUMNS, largest stage first."""
     total = sum(s["seconds"] for s in stages.values()) or 1.0
-    return [[k, int(v["jobs"]), v["seconds"], v["seconds"] / total,
+    return [[k, int(v["jobs"]), v["seconds"], v["longest"], v["seconds"] / total,
              v["seconds"] / wall if wall else None]
             for k, v in sorted(stages.items(), key=lambda kv: -kv[1]["seconds"])]
 

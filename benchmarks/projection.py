@@ -12,7 +12,8 @@ Formulas (V = voxels of a tomogram, P = particles of a tomogram, C = classes):
   train     t = epochs * N_train / rate     rate = samples/s at box 32, default batch and decoder
                                             (scaled by box^3 from the nearest box if 32 is absent);
                                             N_train = P_total * (1 - validation_fraction)
-  evaluate  t = t_demo * P_total / P_demo   linear in particles from the default pipeline's jobs
+  evaluate  t = t_demo * P_total / P_demo   linear in particles from the default pipeline's
+                                            longest evaluate job
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def evaluate_job_s(pipeline: dict | None, particles: int) -> float | None:
         return None
     sim = {**defaults("simulate"), **_demo_config().get("simulate", {})}
     demo_particles = sim["n_tomograms"] * sim["n_particles"]
-    per_job = rows[0]["seconds"] / max(1, rows[0]["jobs"])
+    per_job = rows[0].get("longest_job_s") or rows[0]["seconds"] / max(1, rows[0]["jobs"])
     return per_job * particles / demo_particles
 
 
@@ -141,7 +142,7 @@ def project(scaling: dict, results: dict, pipeline: dict | None,
                     f"({model_cfg['decoder']}, box 32, batch {train_cfg['batch_size']})"},
         {"stage": "evaluate", "jobs": 2, "parallel": 2, "cpu_job_s": ev, "gpu_job_s": ev,
          "threads": threads.get("evaluate_avae"),
-         "formula": f"default pipeline's evaluate job * {n_p} / its particles"},
+         "formula": f"default pipeline's longest evaluate job * {n_p} / its particles"},
     ]
     mems = {"denoise": peak_mb(scaling.get("denoise"), "size"),
             "extract": peak_mb(scaling.get("extract"), "size"),

@@ -162,6 +162,7 @@ def write(quick: bool = False, path: Path = REPORT) -> Path:
     baseline = _load(HERE / "pipeline_baseline.json") or None
     threads = (yaml.safe_load(PROFILE.read_text()) or {}).get("set-threads", {})
     proj = project(scaling, results, scaling.get("pipeline") or baseline, threads)
+    quick = quick or any(t.get("quick") for t in scaling.values())  # any table at quick sizes
     path.write_text(render(results, scaling, baseline, machine(), proj, quick))
     print(f"report in {path}")
     return path

@@ -66,18 +66,20 @@ def test_pipeline_stage_table_sums_each_stages_jobs(tmp_path):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(head + f"{s}\t0:01:00\t100\n")
     stages = bench_pipeline.stage_seconds(bench)
-    assert stages == {"train": {"jobs": 2, "seconds": 100.0},
-                      "denoise": {"jobs": 1, "seconds": 30.0},
-                      "figures": {"jobs": 1, "seconds": 10.0}}
+    assert stages == {"train": {"jobs": 2, "seconds": 100.0, "longest": 60.0},
+                      "denoise": {"jobs": 1, "seconds": 30.0, "longest": 30.0},
+                      "figures": {"jobs": 1, "seconds": 10.0, "longest": 10.0}}
     rows = bench_pipeline.stage_rows(stages, wall=100.0)
     assert [r[0] for r in rows] == ["train", "denoise", "figures"]   # largest first
-    assert sum(r[3] for r in rows) == pytest.approx(1.0)
-    assert rows[0][4] == pytest.approx(1.0)                          # 100 s of job time / wall
+    col = {c: i for i, c in enumerate(bench_pipeline.COLUMNS)}
+    assert sum(r[col["share_of_job_time"]] for r in rows) == pytest.approx(1.0)
+    assert rows[0][col["seconds_per_wall"]] == pytest.approx(1.0)    # 100 s of job time / wall
+    assert rows[0][col["longest_job_s"]] == 60.0
 
 
 def synthetic_scaling() -> dict:
     """Tables following exact laws: extract 1e-8 V + 1e-3 P + 0.5 s, denoise 1e-6 s per voxel,
-    train 100 samples/s at box 32, SOAP 1 s per class pair, evaluate 100 s per job."""
+    train 100 samples/s at box 32, SOAP 1 s per class pair, evaluate 100 s its longest job."""
     def t(columns, rows, quick=False):
         return {"columns": columns, "rows": rows, "note": "synthetic", "quick": quick,
                 "date": "2026-01-01", "machine": "test"}
@@ -92,7 +94,7 @@ def synthetic_scaling() -> dict:
         "gmd": t(["M", "grid", "seconds", "peak_mem_mb"], [[128, 32, 0.03, 30.0]]),
         "affinity": t(["method", "classes", "seconds", "peak_rss_mb"],
                       [["soap", 2, 4.0, 200.0], ["fsc", 2, 9.0, 200.0]]),
-        "pipeline": t(bench_pipeline.COLUMNS, [["evaluate", 2, 200.0, 0.2, 0.3]]),
+        "pipeline": t(bench_pipeline.COLUMNS, [["evaluate", 3, 205.0, 100.0, 0.2, 0.3]]),
     }
 
 
@@ -131,7 +133,7 @@ def test_report_renders_every_section_and_table():
     results = {"extract_2000_boxes_time": {"value": 4.5, "unit": "s", "baseline": 9.0,
                                            "ratio": 2.0, "target": "< 5 s", "date": "d"}}
     baseline = {"wall_s": 600.0, "source": "before-run", "columns": bench_pipeline.COLUMNS,
-                "rows": [["train", 2, 400.0, 0.7, 0.67]]}
+                "rows": [["train", 2, 400.0, 250.0, 0.7, 0.67]]}
     proj = projection.project(sc, results, sc["pipeline"], {})
     text = report.render(results, sc, baseline, {"CPU": "TestCPU", "cores": "2"}, proj,
                          quick=True)
