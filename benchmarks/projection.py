@@ -106,10 +106,15 @@ def peak_mb(table: dict | None, key: str) -> str | None:
     return f"{top[mem]:,.0f} MB at {key} {top[key]}"
 
 
-def project(scaling: dict, results: dict, pipeline: dict | None,
-            threads: dict[str, int]) -> dict[str, Any]:
-    """Rows ``{stage, jobs, parallel, cpu_job_s, cpu_wall_s, gpu_job_s, gpu_wall_s, formula}``
-    and the totals for SHREC 2021 (``None`` = not measured)."""
+RULES = {"denoise": "denoise_tomogram", "extract": "extract_tomogram",
+         "affinity": "affinity_method", "train": "train_model", "evaluate": "evaluate_avae"}
+
+
+def project(scaling: dict, results: dict, pipeline: dict | None, threads: dict[str, int],
+            resources: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Rows ``{stage, jobs, parallel, threads, cpu_job_s, cpu_wall_s, gpu_job_s, gpu_wall_s,
+    peak_mem, runtime_min, formula}`` and the totals for SHREC 2021 (``None`` = not measured).
+    ``threads`` / ``resources``: the profile's set-threads / set-resources by rule name."""
     n_t, size, n_p, n_c = (SHREC[k] for k in ("tomograms", "size", "particles", "classes"))
     per_tomo = n_p / n_t
     train_cfg, model_cfg = defaults("train"), defaults("model")
@@ -150,6 +155,7 @@ def project(scaling: dict, results: dict, pipeline: dict | None,
             "train": peak_mb(scaling.get("train"), "box"), "evaluate": None}
     for r in rows:  # all jobs of a stage run side by side under --profile slurm
         r["peak_mem"] = mems[r["stage"]]
+        r["runtime_min"] = ((resources or {}).get(RULES[r["stage"]]) or {}).get("runtime")
         r["cpu_wall_s"] = r["cpu_job_s"]
         r["gpu_wall_s"] = r["gpu_job_s"]
 

@@ -111,20 +111,39 @@ def projection_section(proj: dict) -> str:
     def s(v: float | None) -> str:
         return NM if v is None else f"{v:,.0f} s ({v / 3600:.2f} h)"
 
+    def limit(r: dict) -> str:
+        m = r.get("runtime_min")
+        if m is None:
+            return "–"
+        over = r["cpu_job_s"] is not None and r["cpu_job_s"] > 60 * m
+        return f"{m} min" + (" (**CPU job exceeds it**)" if over else "")
+
     rows = [[r["stage"], r["jobs"], r["parallel"], r["threads"], s(r["cpu_job_s"]),
-             s(r["gpu_job_s"]), r["peak_mem"] or NM, r["formula"]] for r in proj["rows"]]
+             s(r["gpu_job_s"]), r["peak_mem"] or NM, limit(r), r["formula"]]
+            for r in proj["rows"]]
     sh = proj["shrec"]
     return (f"{sh['tomograms']} tomograms of {sh['size']}^3, {sh['particles']:,} particles, "
             f"{sh['classes']} classes; training {proj['epochs']} epochs of "
             f"{proj['n_train']:,.0f} samples. Under `--profile slurm` every job of a stage runs "
             f"side by side (up to AVAE_SLURM_JOBS = 100 jobs at once; threads per job from "
-            f"profiles/default/config.yaml), so a stage's wall time is one job's time; the "
+            f"profiles/default/config.yaml; train_model asks for one GPU there), so a stage's wall "
+            f"time is one job's time; the "
             f"affinity job runs beside denoise and extract. Wall = max(denoise + extract, "
             f"affinity) + train + evaluate.\n\n"
             + table(["stage", "jobs", "side by side", "threads", "per job, CPU",
-                     "per job, GPU", "peak memory (largest measured case)", "formula"], rows)
+                     "per job, GPU", "peak memory (largest measured case)",
+                     "profile runtime", "formula"], rows)
             + f"\n\nExpected wall time on a cluster without a GPU: {s(proj['cpu_total_s'])}; "
-              f"with a GPU (training and denoising on it): {s(proj['gpu_total_s'])}.")
+              f"with a GPU (training and denoising on it): {s(proj['gpu_total_s'])}.\n\n"
+              f"```\n{formulas()}\n```")
+
+
+def formulas() -> str:
+    """The projection's formulas, as benchmarks/projection.py states them."""
+    from benchmarks import projection
+
+    doc = projection.__doc__ or ""
+    return doc[doc.index("Formulas"):].rstrip()
 
 
 def render(results: dict, scaling: dict, baseline: dict | None, mach: dict[str, str],
@@ -160,8 +179,9 @@ def write(quick: bool = False, path: Path = REPORT) -> Path:
 
     results, scaling = _load(RESULTS), _load(SCALING)
     baseline = _load(HERE / "pipeline_baseline.json") or None
-    threads = (yaml.safe_load(PROFILE.read_text()) or {}).get("set-threads", {})
-    proj = project(scaling, results, scaling.get("pipeline") or baseline, threads)
+    prof = yaml.safe_load(PROFILE.read_text()) or {}
+    proj = project(scaling, results, scaling.get("pipeline") or baseline,
+                   prof.get("set-threads") or {}, prof.get("set-resources") or {})
     quick = quick or any(t.get("quick") for t in scaling.values())  # any table at quick sizes
     path.write_text(render(results, scaling, baseline, machine(), proj, quick))
     print(f"report in {path}")

@@ -125,6 +125,8 @@ def test_projection_follows_the_stated_formulas():
     g = {r["stage"]: r["gpu_job_s"] for r in proj["rows"]}
     assert g["train"] == pytest.approx(rows["train"]["cpu_job_s"] / 10) and g["denoise"] == 10.0
     assert proj["gpu_total_s"] < proj["cpu_total_s"]
+    rows = projection.project(sc, {}, None, threads, {"train_model": {"runtime": 720}})["rows"]
+    assert {r["stage"]: r["runtime_min"] for r in rows}["train"] == 720
 
 
 def test_report_renders_every_section_and_table():
@@ -146,6 +148,7 @@ def test_report_renders_every_section_and_table():
     assert "| TestCPU |" in text and "before-run" in text
     assert text.count("not measured") >= len(report.GPU_ROWS)   # every GPU row
     assert "| cnn | 64 | 32 | 12.5 | 900 |" in text                # a scaling row as given
+    assert "extract   t(V, P) = a V + b P + c" in text              # the formulas, stated
 
 
 def test_gpu_entry_skips_in_one_line_without_cuda(out, monkeypatch, capsys):
