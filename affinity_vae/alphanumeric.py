@@ -171,7 +171,7 @@ def main_dataset(smk: Any) -> None:
     """Rule ``alphanumeric_dataset``: params dataset, seed -> output stack, star."""
     ds = smk.params.dataset
     write_dataset(smk.output.stack, smk.output.star, ds["alphanumeric"],
-                  ds.get("unseen_classes") or [], float(ds["voxel_size"]), int(smk.params.seed))
+                  ds["unseen_classes"], float(ds["voxel_size"]), int(smk.params.seed))
 
 
 def main_affinity(smk: Any) -> None:

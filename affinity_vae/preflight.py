@@ -95,7 +95,7 @@ def preflight(config: dict[str, Any]) -> None:
         # matplotlib: only for glyphs
         from affinity_vae.alphanumeric import check_settings
 
-        check_settings(ds["alphanumeric"], ds.get("unseen_classes") or [])
+        check_settings(ds["alphanumeric"], ds["unseen_classes"])
         check_depth(config, int(ds["alphanumeric"]["size"]), "dataset.alphanumeric.size")
         return
     s = Settings.from_config(config["extract"])
@@ -161,7 +161,7 @@ def subtomo_folder_classes(config: dict[str, Any], s: Settings
     key or file that sets it; checks the first particle's header (voxel size, binning)."""
     ds = config["dataset"]
     files = find_particles(ds["path"])
-    unseen = ds.get("unseen_classes") or []
+    unseen = ds["unseen_classes"]
     s, listed_in = folder_settings(s, ds["path"], read_classes_csv(ds["path"]), unseen,
                                    files["class"])
     first = Path(files["path"][0])
@@ -229,7 +229,7 @@ def simulated_classes(config: dict[str, Any], s: Settings) -> DataClasses | None
 def _classes(config: dict[str, Any], raw: Sequence[str], s: Settings, source: str,
              origin: dict[str, tuple[Path, str]]) -> DataClasses:
     class_list = dataset_classes(raw, s, source)
-    unseen = check_unseen(config["dataset"].get("unseen_classes") or [], class_list, source)
+    unseen = check_unseen(config["dataset"]["unseen_classes"], class_list, source)
     return DataClasses(class_list, unseen, origin)
 
 
@@ -238,17 +238,17 @@ def structure_classes(config: dict[str, Any]) -> tuple[list[str], str] | None:
     """(class names, where they come from) of the structures stage, known from the config and
     the file names of structures.path; None when they cannot be known before it runs."""
     st = config["structures"]
-    source = st.get("source", "generated")
-    classes, exclude = list(st.get("classes") or []), list(st.get("exclude") or [])
+    source = st["source"]
+    classes, exclude = list(st["classes"]), list(st["exclude"])
     if source == "generated":
         from affinity_vae.structures.generate import class_names  # numpy only
 
-        names = class_names(int(st.get("n_classes", 12)), classes)
+        names = class_names(int(st["n_classes"]), classes)
         return ([n for n in names if n not in set(exclude)],
                 "the generated structures (structures.n_classes / structures.classes)")
     if source == "rcsb":
-        names, where = [check_pdb_id(i) for i in st.get("ids") or []], "structures.ids"
-    elif source == "dir" and st.get("path") and Path(st["path"]).expanduser().is_dir():
+        names, where = [check_pdb_id(i) for i in st["ids"]], "structures.ids"
+    elif source == "dir" and st["path"] and Path(st["path"]).expanduser().is_dir():
         names, where = dir_class_names(st["path"]), f"structures.path '{st['path']}'"
     else:
         return None
@@ -290,7 +290,7 @@ def check_affinity_file(config: dict[str, Any], data: DataClasses) -> None:
     aff = config["affinity"]
     if aff["method"] != "file":
         return
-    if not aff.get("path"):
+    if not aff["path"]:
         raise InputError("config key 'affinity.path' is required when affinity.method is "
                          "'file' -- set it to your affinity CSV")
     path = Path(aff["path"])

@@ -165,7 +165,8 @@ def generated(tmp_path_factory):
     build = pytest.importorskip("affinity_vae.structures").build_structures
     out = tmp_path_factory.mktemp("structures") / "structures"
     classes = ["ring5", "ring6", "ring7", "rod_short", "rod_long", "barrel", "barrel_capped"]
-    build({"source": "generated", "classes": classes}, VOXEL, 0, out)
+    build(schema_defaults("structures", {"source": "generated", "classes": classes}), VOXEL, 0,
+          out)
     return out
 
 

@@ -19,6 +19,7 @@ from copick.models import PickableObject
 from copick.ops.add import add_tomogram
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.errors import InputError
 from affinity_vae.io.copick_project import (
     check_project,
@@ -54,7 +55,8 @@ def ground_truth(tmp: Path) -> dict[str, tuple[object, pd.DataFrame]]:
     """Two simulated tiny tomograms (run -> (Tomogram, particle table))."""
     out = {}
     for i, run in enumerate(RUNS):
-        settings = Settings(shape_zyx=(24, 48, 56), n_particles=10, tilt_step=5.0)
+        settings = Settings.from_config(schema_defaults(
+            "simulate", {"shape_zyx": (24, 48, 56), "n_particles": 10, "tilt_step": 5.0}))
         tomo = simulate_tomogram(TEMPLATES, settings, VOXEL, np.random.default_rng(i))
         out[run] = (tomo, tomo.particles.reset_index(drop=True))
     return out
@@ -101,10 +103,8 @@ def project(tmp_path_factory):
 
 
 def dataset(cfg: Path, **copick_keys) -> dict:
-    cp = {"config": str(cfg), "tomo_type": "wbp", "voxel_spacing": VOXEL, "runs": None,
-          "objects": None, "picks_user_id": None, "picks_session_id": None,
-          "user_id": "affinity-vae", "session_id": "0"} | copick_keys
-    return {"source": "copick", "voxel_size": VOXEL, "copick": cp}
+    cp = {"config": str(cfg), "tomo_type": "wbp", "voxel_spacing": VOXEL} | copick_keys
+    return schema_defaults("dataset", {"source": "copick", "voxel_size": VOXEL, "copick": cp})
 
 
 def copy_project(cfg: Path, dest: Path) -> Path:
@@ -269,8 +269,9 @@ def test_check_finds_the_classes(project):
     found = check_project({"dataset": dataset(cfg)})
     assert sorted(found) == sorted(OBJECTS.values())
     assert all(Path(f).is_file() and f.endswith(".json") for f in found.values())
-    data = check_copick({"dataset": dataset(cfg), "extract": {}, "structures": {},
-                         "affinity": {"method": "file"}})
+    data = check_copick({"dataset": dataset(cfg), "extract": schema_defaults("extract"),
+                         "structures": schema_defaults("structures"),
+                         "affinity": schema_defaults("affinity", {"method": "file"})})
     assert data.classes == sorted(OBJECTS.values())
 
 

@@ -9,18 +9,22 @@ from types import SimpleNamespace
 import mrcfile
 import numpy as np
 import pytest
+from conftest import REPO
 
-from affinity_vae.config import check_config
+from affinity_vae.config import check_config, schema_defaults
 from affinity_vae.denoise import PRETRAINED, Settings, denoise_file, load_model, main
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume, write_volume
-
-from conftest import REPO
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
 from affinity_vae.denoise.unet import TiledUNet, exact_halos, tiles, untiled  # noqa: E402
+
+
+def _settings(**given) -> Settings:
+    """Stage denoise's settings: the schema's defaults with ``given`` (device auto)."""
+    return Settings.from_config(schema_defaults("denoise", given), "auto")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +115,7 @@ def test_denoising_raises_snr_and_keeps_template_correlation(particles, tmp_path
     src, dst = tmp_path / "reconstruction.mrc", tmp_path / "denoised" / "model_0.mrc"
     write_volume(src, noisy, 10.0)
     smk = SimpleNamespace(input=[str(src)], output=[str(dst)], threads=2,
-                          params=SimpleNamespace(denoise={"enabled": True}, device="cpu"))
+                          params=SimpleNamespace(denoise=schema_defaults("denoise"), device="cpu"))
     main(smk)
     den, voxel = read_volume(dst)
     assert den.shape == noisy.shape and voxel == pytest.approx(10.0)
@@ -132,7 +136,7 @@ def test_unknown_model_is_one_line_naming_the_valid_ones(tmp_path):
     src, dst = tmp_path / "t.mrc", tmp_path / "out.mrc"
     write_volume(src, noisy_volume((16, 16, 16)), 10.0)
     with pytest.raises(InputError) as err:
-        denoise_file(src, dst, Settings(model="unet-3d-30a"))
+        denoise_file(src, dst, _settings(model="unet-3d-30a"))
     msg = str(err.value)
     assert "\n" not in msg and "unet-3d-30a" in msg
     assert all(name in msg for name in PRETRAINED)
@@ -191,7 +195,7 @@ def test_a_malicious_model_file_never_runs(tmp_path, saver):
     with pytest.raises(InputError, match="could run code"):
         load_model(str(path))
     with pytest.raises(InputError, match="could run code"):
-        denoise_file(_noisy_file(tmp_path), tmp_path / "out.mrc", Settings(model=str(path)))
+        denoise_file(_noisy_file(tmp_path), tmp_path / "out.mrc", _settings(model=str(path)))
     assert not marker.exists() and not (tmp_path / "out.mrc").exists()
 
 
@@ -212,7 +216,7 @@ def test_nan_or_inf_in_the_tomogram_fails_before_the_network(tmp_path, monkeypat
 
     monkeypatch.setattr(dn, "load_model", lambda *a: pytest.fail("network loaded"))
     with pytest.raises(InputError, match="NaN/Inf") as err:
-        denoise_file(src, dst, Settings())
+        denoise_file(src, dst, _settings())
     assert "\n" not in str(err.value) and str(src) in str(err.value)
     assert not dst.exists()
 
@@ -221,14 +225,16 @@ def test_patch_size_must_be_a_multiple_of_32(tmp_path):
     with pytest.raises(InputError, match="patch_size"):
         check_config({"denoise": {"patch_size": 100}}, REPO / "workflow/schemas/config.schema.yaml")
     with pytest.raises(InputError, match="patch_size"):
-        denoise_file(tmp_path / "missing.mrc", tmp_path / "o.mrc", Settings(patch_size=48))
+        denoise_file(tmp_path / "missing.mrc", tmp_path / "o.mrc", _settings(patch_size=48))
 
 
 def test_disabled_copies_without_importing_topaz_or_torch(tmp_path):
     src, dst = tmp_path / "t.mrc", tmp_path / "out.mrc"
     write_volume(src, noisy_volume((16, 16, 16)), 10.0)
     code = ("import sys; from affinity_vae.denoise import denoise_file, Settings; "
-            f"denoise_file({str(src)!r}, {str(dst)!r}, Settings(enabled=False)); "
+            "from affinity_vae.config import schema_defaults; "
+            f"denoise_file({str(src)!r}, {str(dst)!r}, "
+            "Settings.from_config(schema_defaults('denoise', {'enabled': False}), 'auto')); "
             "assert 'topaz' not in sys.modules and 'torch' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
     assert dst.read_bytes() == src.read_bytes()

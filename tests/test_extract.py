@@ -13,15 +13,29 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, snakemake_cmd
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.errors import InputError
-from affinity_vae.extract import (Settings, bin_boxes, extract_tomogram, folder_splits,
-                                  import_folder, map_classes, dataset_classes, tomogram_split)
+from affinity_vae.extract import (
+    Settings,
+    bin_boxes,
+    dataset_classes,
+    extract_tomogram,
+    folder_splits,
+    import_folder,
+    map_classes,
+    tomogram_split,
+)
 from affinity_vae.io.mrc import read_volume, write_volume
 from affinity_vae.io.star import STAR_COLUMNS, read_star
 from affinity_vae.rotation import random_zxz, rotate_volume, rotate_volume_zxz
-from conftest import REPO, snakemake_cmd
+
+
+def _settings(**given) -> Settings:
+    """Stage extract's settings: the schema's defaults with ``given``."""
+    return Settings.from_config(schema_defaults("extract", given))
 
 BOX = 24
 SHAPE = (72, 96, 96)  # z, y, x
@@ -65,7 +79,7 @@ def run(dataset, tmp_path, settings=None, **kw) -> tuple[pd.DataFrame, np.ndarra
     f = dataset["folder"]
     table = extract_tomogram(f / "reconstruction.mrc", f / "particle_locations.txt",
                              tmp_path / "model_0.mrcs", tmp_path / "model_0.star", "model_0",
-                             settings or Settings(box_size=BOX), kw.pop("voxel_size", 10.0),
+                             settings or _settings(box_size=BOX), kw.pop("voxel_size", 10.0),
                              kw.pop("class_list", ["3d2f"]), kw.pop("split", "train"), **kw)
     stack, voxel = read_volume(tmp_path / "model_0.mrcs")
     assert voxel == pytest.approx(10.0 * (settings.box_size / settings.out_box()
@@ -132,7 +146,7 @@ def test_star_contract_class_numbers_splits_and_zscore(dataset, tmp_path):
     _, stack2 = run(dataset, tmp_path, class_list=["3d2f"], unseen=["3D2F"])
     assert (read_star(tmp_path / "model_0.star")["avaeSplit"] == "unseen").all()
     # a kept SHREC vesicle line has NaN angles: RELION angles 0, the original NaN kept
-    run(dataset, tmp_path, Settings(box_size=BOX, exclude_classes=()),
+    run(dataset, tmp_path, _settings(box_size=BOX, exclude_classes=()),
         class_list=["3d2f", "vesicle"])
     vesicle = read_star(tmp_path / "model_0.star").iloc[-1]
     assert vesicle["avaeClass"] == "vesicle" and vesicle["rlnClassNumber"] == 2
@@ -148,14 +162,14 @@ def test_edge_particles_are_skipped_or_padded(dataset, tmp_path, caplog):
                                               "a 95 94 70 0 0 0\n")
     d = {"folder": f}
     with caplog.at_level(logging.INFO, logger="affinity_vae.extract"):
-        table, stack = run(d, tmp_path, Settings(box_size=BOX, normalise="none"),
+        table, stack = run(d, tmp_path, _settings(box_size=BOX, normalise="none"),
                            class_list=["a", "b"])
     assert list(table["avaeClass"]) == ["b"]
     assert "2 particle(s) skipped at the edge" in caplog.text
     np.testing.assert_array_equal(stack[0], vol[24:48, 36:60, 36:60])
 
     for pad, fill in (("mean", vol.mean(dtype=np.float64)), ("zero", 0.0)):
-        table, stack = run(d, tmp_path, Settings(box_size=BOX, edge="pad", pad_value=pad,
+        table, stack = run(d, tmp_path, _settings(box_size=BOX, edge="pad", pad_value=pad,
                                                  normalise="none"), class_list=["a", "b"])
         assert list(table["avaeClass"]) == ["a", "b", "a"]
         # particle 1 at x=3: box x from -9; 9 padded columns, the rest is the tomogram
@@ -196,25 +210,26 @@ def test_binning_keeps_the_centre_and_the_mean():
 
 
 def test_binned_extraction_writes_the_binned_voxel_size(dataset, tmp_path):
-    table, stack = run(dataset, tmp_path, Settings(box_size=BOX, bin_to=12))
+    table, stack = run(dataset, tmp_path, _settings(box_size=BOX, bin_to=12))
     assert stack.shape == (len(CENTRES), 12, 12, 12)
 
 
 def test_invert_negates_the_boxes(dataset, tmp_path):
-    _, plain = run(dataset, tmp_path, Settings(box_size=BOX, normalise="none"))
-    _, inverted = run(dataset, tmp_path, Settings(box_size=BOX, normalise="none", invert=True))
+    _, plain = run(dataset, tmp_path, _settings(box_size=BOX, normalise="none"))
+    _, inverted = run(dataset, tmp_path, _settings(box_size=BOX, normalise="none", invert=True))
     np.testing.assert_array_equal(inverted, -plain)
 
 
 def test_class_filter_rename_and_case():
-    s = Settings(rename={"3gl1": "smallA", "1BXN": "prot"}, exclude_classes=("vesicle", "4V94"))
+    s = _settings(rename={"3gl1": "smallA", "1BXN": "prot"}, exclude_classes=("vesicle", "4V94"))
     names = map_classes(["3GL1", "vesicle", "1bxn", "4v94", "Ring5"], s)
     assert list(names) == ["smallA", None, "prot", None, "ring5"]
     assert dataset_classes(["3GL1", "Ring5", "1bxn", "fiducial"], s, "x") == \
         ["fiducial", "prot", "ring5", "smallA"]
-    keep = Settings(classes=("1BXN", "3gl1"))
+    keep = _settings(classes=("1BXN", "3gl1"))
     assert list(map_classes(["1bxn", "3GL1", "ring5"], keep)) == ["1BXN", "3gl1", None]
-    assert tomogram_split("model_9", {"test": ["model_9"]}, ["model_0", "model_9"]) == "test"
+    assert tomogram_split("model_9", {"test": ["model_9"], "validation": []},
+                          ["model_0", "model_9"]) == "test"
     assert tomogram_split("model_1", {"test": ["model_9"], "validation": ["model_1"]},
                           ["model_1", "model_9"]) == "validation"
 
@@ -226,21 +241,21 @@ def test_bad_input_gives_one_line_error_and_writes_nothing(dataset, tmp_path, ca
     f.mkdir()
     vol = dataset["vol"].copy()
     locs = (dataset["folder"] / "particle_locations.txt").read_text()
-    settings, kw = Settings(box_size=BOX), {}
+    settings, kw = _settings(box_size=BOX), {}
     if case == "outside":
         locs += "3D2F 20 30 72 0 0 0\n"  # z = 72 in a 72-slice tomogram
     elif case == "nan":
         vol[50, 3, 7] = np.nan
     elif case == "odd_box":
-        settings = Settings(box_size=23)
+        settings = _settings(box_size=23)
     elif case == "voxel_size":
         kw["voxel_size"] = 8.0
     elif case == "empty_class":
-        settings = Settings(box_size=BOX, classes=("3d2f", "1bxn"))
+        settings = _settings(box_size=BOX, classes=("3d2f", "1bxn"))
     elif case == "unseen_excluded":
         kw["unseen"] = ["vesicle"]
     elif case == "all_excluded":
-        settings = Settings(box_size=BOX, exclude_classes=("3d2f", "vesicle"))
+        settings = _settings(box_size=BOX, exclude_classes=("3d2f", "vesicle"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile warns about the NaN
         write_volume(f / "reconstruction.mrc", vol, 10.0)
@@ -248,7 +263,8 @@ def test_bad_input_gives_one_line_error_and_writes_nothing(dataset, tmp_path, ca
     out = tmp_path / "out"
     with pytest.raises(InputError) as err:
         if case == "split_name":
-            tomogram_split("model_0", {"test": ["model_9"]}, ["model_0", "model_1"])
+            tomogram_split("model_0", {"test": ["model_9"], "validation": []},
+                           ["model_0", "model_1"])
         elif case in ("empty_class", "all_excluded"):
             raw = pd.read_csv(f / "particle_locations.txt", sep=" ", header=None)[0]
             dataset_classes(raw, settings, "the dataset")
@@ -279,7 +295,7 @@ def make_folder(root: Path, n_per_class: dict[str, int], shape=(16, 16, 16), tes
 def test_subtomo_folder_import(tmp_path):
     data = make_folder(tmp_path / "in", {"1bxn": 5, "ring5": 4, "4V94": 3})
     (tmp_path / "in" / "classes.csv").write_text("1bxn,ring5\n")
-    s = Settings(normalise="none")
+    s = _settings(normalise="none")
     table = import_folder(tmp_path / "in", tmp_path / "imported.mrcs", tmp_path / "imported.star",
                           s, 10.0, {"test": 0.25, "validation": 0.0}, seed=0)
     stack, voxel = read_volume(tmp_path / "imported.mrcs")
@@ -295,14 +311,15 @@ def test_subtomo_folder_import(tmp_path):
     assert star.groupby("avaeClass")["avaeSplit"].apply(lambda s: (s == "test").sum()).to_dict() \
         == {"1bxn": 1, "ring5": 1}  # round(0.25 * n) per class
     again = import_folder(tmp_path / "in", tmp_path / "b.mrcs", tmp_path / "b.star", s, 10.0,
-                          {"test": 0.25}, seed=0)
+                          {"test": 0.25, "validation": 0.0}, seed=0)
     assert list(again["avaeSplit"]) == list(table["avaeSplit"])  # same seed, same split
 
 
 def test_subtomo_folder_test_subfolder_and_2d_images(tmp_path):
     make_folder(tmp_path / "in", {"a": 3, "b": 3}, shape=(12, 12), test=[("a", 2), ("b", 0)])
     table = import_folder(tmp_path / "in", tmp_path / "i.mrcs", tmp_path / "i.star",
-                          Settings(), 10.0, {"test": 0.5}, seed=0, unseen=["b"])
+                          _settings(), 10.0, {"test": 0.5, "validation": 0.0}, seed=0,
+                          unseen=["b"])
     with mrcfile.open(tmp_path / "i.mrcs") as mrc:
         assert mrc.data.shape == (6, 12, 12) and mrc.is_image_stack()
     counts = (table["avaeClass"] + ":" + table["avaeSplit"]).value_counts().to_dict()
@@ -313,13 +330,13 @@ def test_subtomo_folder_bad_input(tmp_path):
     make_folder(tmp_path / "in", {"a": 2})
     write_volume(tmp_path / "in" / "noclass.mrc", np.zeros((16,) * 3, np.float32), 10.0)
     with pytest.raises(InputError, match="no '<class>_' prefix"):
-        import_folder(tmp_path / "in", tmp_path / "i.mrcs", tmp_path / "i.star", Settings(),
-                      10.0, {}, 0)
+        import_folder(tmp_path / "in", tmp_path / "i.mrcs", tmp_path / "i.star", _settings(),
+                      10.0, schema_defaults("dataset")["folder_splits"], 0)
     (tmp_path / "in" / "noclass.mrc").unlink()
     write_volume(tmp_path / "in" / "a_big.mrc", np.zeros((18,) * 3, np.float32), 10.0)
     with pytest.raises(InputError, match="differs from"):
-        import_folder(tmp_path / "in", tmp_path / "i.mrcs", tmp_path / "i.star", Settings(),
-                      10.0, {}, 0)
+        import_folder(tmp_path / "in", tmp_path / "i.mrcs", tmp_path / "i.star", _settings(),
+                      10.0, schema_defaults("dataset")["folder_splits"], 0)
     assert not list(tmp_path.glob("i.*")) and not list(tmp_path.glob(".i.*"))
     with pytest.raises(InputError, match="leaves no training"):
         folder_splits(np.array(["a", "a"]), np.zeros(2, bool), {"test": 0.6, "validation": 0.4},

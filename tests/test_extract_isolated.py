@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, snakemake_cmd
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.errors import InputError
 from affinity_vae.extract import Settings, extract_isolated, render_isolated
 from affinity_vae.extract.boxes import box_corners, cut_boxes, normalise_boxes
@@ -28,6 +29,12 @@ from affinity_vae.rotation import (
     zxz_to_relion,
 )
 from affinity_vae.simulate import placement
+
+
+def _settings(**given) -> Settings:
+    """Stage extract's settings: the schema's defaults with ``given``."""
+    return Settings.from_config(schema_defaults("extract", given))
+
 
 BOX = 32
 
@@ -165,7 +172,7 @@ def test_stack_and_star_follow_the_contract(structures, tmp_path):
             for i, (c, a) in enumerate(zip(cls, ang))]
     loc = write_locations(tmp_path / "model_0" / "particle_locations.txt",
                           rows + ["vesicle 5 5 5 nan nan nan"])
-    s = Settings(source="isolated", box_size=BOX, chunk_mb=1)
+    s = _settings(source="isolated", box_size=BOX, chunk_mb=1)
     table = extract_isolated(structures, loc, tmp_path / "a.mrcs", tmp_path / "a.star", "model_0",
                              s, 10.0, ["asym", "ball"], "test", unseen=["ball"])
     star = read_star(tmp_path / "a.star")
@@ -186,7 +193,7 @@ def test_stack_and_star_follow_the_contract(structures, tmp_path):
     # noise: reproducible and independent of the chunking (64^3 boxes: 1 or 128 a chunk)
     for k in (1, 32):
         extract_isolated(structures, loc, tmp_path / f"n{k}.mrcs", tmp_path / f"n{k}.star",
-                         "model_0", Settings(source="isolated", box_size=64, chunk_mb=k), 10.0,
+                         "model_0", _settings(source="isolated", box_size=64, chunk_mb=k), 10.0,
                          ["asym", "ball"], "train", snr=0.5, seed=3)
     a, b = read_volume(tmp_path / "n1.mrcs")[0], read_volume(tmp_path / "n32.mrcs")[0]
     np.testing.assert_array_equal(a, b)
@@ -196,7 +203,7 @@ def test_stack_and_star_follow_the_contract(structures, tmp_path):
 
 def test_binning_gives_the_binned_voxel_size(structures, tmp_path):
     loc = write_locations(tmp_path / "m" / "particle_locations.txt", ["asym 1 2 3 10 20 30"])
-    s = Settings(source="isolated", box_size=BOX, bin_to=16)
+    s = _settings(source="isolated", box_size=BOX, bin_to=16)
     extract_isolated(structures, loc, tmp_path / "b.mrcs", tmp_path / "b.star", "m", s, 10.0,
                      ["asym"], "train")
     stack, voxel = read_volume(tmp_path / "b.mrcs")
@@ -206,7 +213,7 @@ def test_binning_gives_the_binned_voxel_size(structures, tmp_path):
 def test_missing_density_or_wrong_voxel_size_is_one_line_error(structures, tmp_path):
     loc = write_locations(tmp_path / "m" / "particle_locations.txt",
                           ["asym 1 2 3 10 20 30", "1xyz 4 5 6 0 0 0"])
-    s = Settings(source="isolated", box_size=BOX)
+    s = _settings(source="isolated", box_size=BOX)
     with pytest.raises(InputError) as err:
         extract_isolated(structures, loc, tmp_path / "c.mrcs", tmp_path / "c.star", "m", s,
                          10.0, ["1xyz", "asym"], "train")

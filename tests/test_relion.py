@@ -13,6 +13,7 @@ import pytest
 import starfile
 import yaml
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.errors import InputError
 from affinity_vae.io import relion
 from affinity_vae.io.shrec import read_particle_locations
@@ -106,9 +107,9 @@ def write_project(root: Path, mrcs: dict[str, Path] | Path, particles: pd.DataFr
     optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
                            "rlnTomoTiltSeriesPixelSize": [pixel]})
     starfile.write({"optics": optics, "particles": particles}, pstar, float_format="%.6f")
-    return {"source": "relion", "voxel_size": 10.0,
-            "relion": {"tomograms_star": str(tstar), "particles_star": str(pstar),
-                       "class_column": "rlnClassNumber"}}
+    return schema_defaults("dataset", {
+        "source": "relion", "voxel_size": 10.0,
+        "relion": {"tomograms_star": str(tstar), "particles_star": str(pstar)}})
 
 
 @pytest.fixture

@@ -11,11 +11,18 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from affinity_vae import rotation
+from affinity_vae.config import schema_defaults
 from affinity_vae.io.mrc import read_volume, read_voxel_size, write_volume
 from affinity_vae.io.shrec import read_class_table, read_shrec_folder
 from affinity_vae.runner import run
-from affinity_vae.simulate import Settings, main, simulate_tomogram, write_tomogram
-from affinity_vae.simulate import placement, tilt
+from affinity_vae.simulate import (
+    Settings,
+    main,
+    placement,
+    simulate_tomogram,
+    tilt,
+    write_tomogram,
+)
 
 VOXEL = 10.0
 SHAPE = (32, 64, 64)
@@ -41,7 +48,7 @@ TEMPLATES = {
 def settings(**kw) -> Settings:
     base = dict(shape_zyx=SHAPE, n_particles=12, snr=1.0, tilt_step=5.0)
     base.update(kw)
-    return Settings(**base)
+    return Settings.from_config(schema_defaults("simulate", base))
 
 
 @pytest.fixture(scope="module")
@@ -297,8 +304,9 @@ def _smk(root: Path, structures: Path, **cfg) -> SimpleNamespace:
     output = _Named(**{n: str(out / f"{n}.mrc") for n in names},
                     locations=str(out / "particle_locations.txt"),
                     class_table=str(out / "class_conversion_table.txt"))
-    params = SimpleNamespace(simulate={**dict(shape_zyx=list(SHAPE), n_particles=6,
-                                              tilt_step=10.0), **cfg},
+    params = SimpleNamespace(simulate=schema_defaults("simulate", {
+                                 **dict(shape_zyx=list(SHAPE), n_particles=6, tilt_step=10.0),
+                                 **cfg}),
                              voxel_size=VOXEL, seed=0)
     return SimpleNamespace(input=_Named(structures=str(structures)), output=output,
                            params=params, threads=1, log=[str(root / "log.txt")],

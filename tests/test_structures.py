@@ -17,10 +17,11 @@ import yaml
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from affinity_vae.config import check_config
+from affinity_vae.config import check_config, schema_defaults
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import read_volume, write_volume
-from affinity_vae.structures import build_structures, main, sources
+from affinity_vae.structures import build_structures as _build_structures
+from affinity_vae.structures import main, sources
 from affinity_vae.structures.density import (
     centre_map,
     model_density,
@@ -42,6 +43,12 @@ from affinity_vae.structures.sources import (
 from affinity_vae.symmetry import group_rotations, parse_point_group
 
 VOXEL = 10.0
+
+
+def build_structures(given: dict, *args, **kwargs) -> pd.DataFrame:
+    """The structures stage on config section ``structures``: the schema's defaults with
+    ``given``."""
+    return _build_structures(schema_defaults("structures", given), *args, **kwargs)
 
 
 def _com_offset(vol: np.ndarray) -> np.ndarray:
@@ -605,7 +612,9 @@ def test_rule_entry_exits_non_zero_with_one_line(tmp_path, capsys):
     out = tmp_path / "structures"
     smk = SimpleNamespace(input=[], output=[str(out)], log=[str(tmp_path / "s.log")], threads=1,
                           rule="structures_build", params=SimpleNamespace(
-                              structures={"source": "dir", "path": str(d)}, voxel_size=VOXEL,
+                              structures=schema_defaults("structures",
+                                                         {"source": "dir", "path": str(d)}),
+                              voxel_size=VOXEL,
                               seed=0))
     from affinity_vae.runner import run
 

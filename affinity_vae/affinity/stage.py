@@ -60,7 +60,7 @@ def compute_affinity(classes: ClassSet, method: str, cfg: dict[str, Any], seed: 
 
 def final_matrix(source: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     """Apply ``affinity.overrides`` then ``affinity.scale`` and validate the result."""
-    df = apply_scale(apply_overrides(source, cfg.get("overrides") or []), cfg["scale"])
+    df = apply_scale(apply_overrides(source, cfg["overrides"]), cfg["scale"])
     validate_matrix(df.to_numpy(), list(df.index), "final affinity matrix",
                     "unit" if cfg["scale"] == "unit" else "signed", 1e-9)
     return df
@@ -99,7 +99,7 @@ def main_matrix(smk: Any) -> None:
     overrides, scale) -> ``affinity.csv`` + ``affinity.png``."""
     cfg = dict(smk.params.affinity)
     if cfg["method"] == "file":
-        if not cfg.get("path"):
+        if not cfg["path"]:
             raise InputError("config key 'affinity.path' is required when affinity.method is "
                              "'file' -- set it to your affinity CSV")
         src = Path(getattr(smk.input, "user", None) or cfg["path"])

@@ -34,20 +34,23 @@ ALIGN = 32  # patch sizes are multiples of 2**5 (the U-Net pools five times)
 
 @dataclass(frozen=True)
 class Settings:
-    """The ``denoise:`` config section (defaults in workflow/schemas/denoise.schema.yaml)."""
+    """The ``denoise:`` config section. No defaults here: they live in
+    workflow/schemas/denoise.schema.yaml (library callers: ``Settings.from_config(
+    schema_defaults("denoise", {...}), device)``)."""
 
-    enabled: bool = True
-    model: str = "unet-3d-10a"
-    patch_size: int = 128
-    padding: int | None = None
-    device: str = "auto"
+    enabled: bool
+    model: str
+    patch_size: int
+    padding: int | None
+    device: str
 
     @classmethod
-    def from_config(cls, section: dict[str, Any], device: str = "auto") -> Settings:
-        """From the config section; ``device: null`` there means the top-level ``device``."""
-        known = {k: section[k] for k in ("enabled", "model", "patch_size", "padding")
-                 if k in section}
-        return cls(**known, device=section.get("device") or device)
+    def from_config(cls, section: dict[str, Any], device: str) -> Settings:
+        """From the full, validated config section; ``device: null`` there means the top-level
+        ``device`` (given as ``device``)."""
+        return cls(enabled=section["enabled"], model=section["model"],
+                   patch_size=section["patch_size"], padding=section["padding"],
+                   device=section["device"] or device)
 
 
 def check_settings(s: Settings) -> None:

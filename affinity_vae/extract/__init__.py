@@ -218,14 +218,14 @@ def main(smk: Any) -> None:
     ds = smk.params.dataset
     if ds["source"] == "subtomo_folder":
         import_folder(ds["path"], smk.output.stack, smk.output.star, s, ds["voxel_size"],
-                      ds.get("folder_splits", {}), smk.params.seed, ds.get("unseen_classes", []))
+                      ds["folder_splits"], smk.params.seed, ds["unseen_classes"])
         return
     s.check()
     tomo = smk.wildcards.tomo
-    split = tomogram_split(tomo, ds.get("splits", {}), smk.params.tomograms)
+    split = tomogram_split(tomo, ds["splits"], smk.params.tomograms)
     raw = [c for p in smk.input.all_locations for c in read_particle_locations(p)["class"]]
     class_list = dataset_classes(raw, s, "the dataset's particle_locations.txt files")
-    unseen = ds.get("unseen_classes", [])
+    unseen = ds["unseen_classes"]
     check_unseen(unseen, class_list, "the dataset")
     log.info("classes (rlnClassNumber 1..%d): %s; %s split: %s", len(class_list), class_list,
              tomo, split)

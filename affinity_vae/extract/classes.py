@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +17,34 @@ from affinity_vae.errors import InputError
 
 @dataclass(frozen=True)
 class Settings:
-    """The `extract` config section (defaults as in workflow/schemas/extract.schema.yaml)."""
+    """The `extract` config section. No defaults here: they live in
+    workflow/schemas/extract.schema.yaml (library callers: ``Settings.from_config(
+    schema_defaults("extract", {...}))``)."""
 
-    source: str = "reconstruction"  # which volume the rule hands in (the cutting is the same)
-    box_size: int = 32
-    edge: str = "skip"
-    pad_value: str = "mean"
-    normalise: str = "zscore"
-    invert: bool = False
-    bin_to: int | None = None
-    bin_method: str = "fourier"
-    exclude_classes: tuple[str, ...] = ("vesicle", "fiducial", "4V94")
-    rename: dict[str, str] = field(default_factory=dict)
-    class_case: str = "lower"
-    classes: tuple[str, ...] | None = None
-    chunk_mb: int = 32
-    isolated: dict[str, Any] = field(default_factory=dict)  # extract.isolated ({snr})
+    source: str  # which volume the rule hands in (the cutting is the same)
+    box_size: int
+    edge: str
+    pad_value: str
+    normalise: str
+    invert: bool
+    bin_to: int | None
+    bin_method: str
+    exclude_classes: tuple[str, ...]
+    rename: dict[str, str]
+    class_case: str
+    classes: tuple[str, ...] | None
+    chunk_mb: int
+    isolated: dict[str, Any]  # extract.isolated ({snr})
 
     @property
     def snr(self) -> float | None:
         """extract.isolated.snr: per-box SNR of the noise added to isolated boxes (None: none)."""
-        snr = dict(self.isolated or {}).get("snr")
+        snr = self.isolated["snr"]
         return None if snr is None else float(snr)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Settings:
+        """From the full, validated config section ``extract``."""
         cfg = dict(cfg)
         for key in ("exclude_classes", "classes"):
             if cfg.get(key) is not None:
@@ -150,8 +153,9 @@ def check_unseen(unseen: Sequence[str], class_list: Sequence[str], source: str) 
 
 
 def tomogram_split(tomo: str, splits: dict[str, Sequence[str]], tomograms: Sequence[str]) -> str:
-    """train / validation / test for a tomogram from dataset.splits (names must exist)."""
-    test, val = list(splits.get("test", [])), list(splits.get("validation", []))
+    """train / validation / test for a tomogram from dataset.splits (validated: test and
+    validation lists; names must exist)."""
+    test, val = list(splits["test"]), list(splits["validation"])
     for key, names in (("test", test), ("validation", val)):
         bad = sorted(set(names) - set(tomograms))
         if bad:
@@ -167,12 +171,13 @@ def tomogram_split(tomo: str, splits: dict[str, Sequence[str]], tomograms: Seque
 def folder_splits(classes: np.ndarray, in_test: np.ndarray, fractions: dict[str, float],
                   seed: int) -> np.ndarray:
     """train / validation / test per particle: the test/ subfolder when it has files, else a
-    seeded draw of round(fraction * n) particles of each class (stratified)."""
+    seeded draw of round(fraction * n) particles of each class (stratified); ``fractions`` is
+    the validated dataset.folder_splits {test, validation}."""
     split = np.full(len(classes), "train", dtype=object)
     if in_test.any():
         split[in_test] = "test"
         return split
-    test, val = fractions.get("test", 0.2), fractions.get("validation", 0.0)
+    test, val = fractions["test"], fractions["validation"]
     if test + val >= 1:
         raise InputError(f"config key 'dataset.folder_splits': test {test} + validation {val} "
                          f"leaves no training particles -- lower them")

@@ -56,7 +56,8 @@ LOCAL_PROTOCOLS = ("local://", "file://", "/")
 
 @dataclass(frozen=True)
 class CopickSettings:
-    """The ``dataset.copick`` section (defaults in workflow/schemas/dataset.schema.yaml).
+    """The ``dataset.copick`` section (no defaults here: they live in
+    workflow/schemas/dataset.schema.yaml).
 
     voxel_spacing: Angstrom (null in config = dataset.voxel_size); runs/objects None = all
     (all particle objects); picks_user_id/picks_session_id None = any (the input picks);
@@ -66,32 +67,32 @@ class CopickSettings:
     config: Path
     tomo_type: str
     voxel_spacing: float
-    runs: tuple[str, ...] | None = None
-    objects: tuple[str, ...] | None = None
-    picks_user_id: str | None = None
-    picks_session_id: str | None = None
-    user_id: str = "affinity-vae"
-    session_id: str = "0"
+    runs: tuple[str, ...] | None
+    objects: tuple[str, ...] | None
+    picks_user_id: str | None
+    picks_session_id: str | None
+    user_id: str
+    session_id: str
 
     @classmethod
     def from_dataset(cls, ds: Mapping[str, Any]) -> CopickSettings:
-        cp = dict(ds.get("copick") or {})
-        if not cp.get("config"):
+        cp = ds["copick"]
+        if not cp["config"]:
             raise InputError("config key 'dataset.copick.config' is required when dataset.source "
                              "is copick -- set it to your copick project's config JSON")
-        if not cp.get("tomo_type"):
+        if not cp["tomo_type"]:
             raise InputError("config key 'dataset.copick.tomo_type' is required when "
                              "dataset.source is copick -- set it to the tomogram type to read "
                              "(e.g. wbp, denoised)")
-        spacing = cp.get("voxel_spacing") or ds.get("voxel_size")
+        spacing = cp["voxel_spacing"] or ds["voxel_size"]
         if not spacing:
             raise InputError("config key 'dataset.copick.voxel_spacing' is required -- set it to "
                              "the voxel spacing (Angstrom) of the tomograms to read")
         seq = (lambda v: None if v is None else tuple(str(x) for x in v))
-        kw = {k: str(cp[k]) for k in ("picks_user_id", "picks_session_id", "user_id",
-                                      "session_id") if cp.get(k) is not None}
+        opt = (lambda v: None if v is None else str(v))
         return cls(Path(cp["config"]).expanduser(), str(cp["tomo_type"]), float(spacing),
-                   seq(cp.get("runs")), seq(cp.get("objects")), **kw)
+                   seq(cp["runs"]), seq(cp["objects"]), opt(cp["picks_user_id"]),
+                   opt(cp["picks_session_id"]), str(cp["user_id"]), str(cp["session_id"]))
 
 
 # ---------------------------------------------------------------- the project
@@ -417,7 +418,7 @@ def check_project(config: Mapping[str, Any]) -> dict[str, str]:
     """
     ds = config["dataset"]
     s = CopickSettings.from_dataset(ds)
-    voxel_size = float(ds.get("voxel_size") or s.voxel_spacing)
+    voxel_size = float(ds["voxel_size"] or s.voxel_spacing)
     if not math.isclose(voxel_size, s.voxel_spacing, rel_tol=SPACING_RTOL):
         raise InputError(f"config key 'dataset.voxel_size': {voxel_size:g} A differs from "
                          f"dataset.copick.voxel_spacing {s.voxel_spacing:g} A of {s.config} -- "

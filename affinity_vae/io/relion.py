@@ -175,7 +175,7 @@ def read_tomograms(ds: Mapping[str, Any]) -> dict[str, TomogramInfo]:
     star = Path(rel["tomograms_star"])
     key = "dataset.relion.tomograms_star"
     df = _read(star, key, "rlnTomoName")
-    col = rel.get("tomogram_column") or "rlnTomoReconstructedTomogram"
+    col = rel["tomogram_column"]
     for need in (col, "rlnTomoTiltSeriesPixelSize"):
         if need not in df.columns:
             raise InputError(f"{star}: no column {need} -- a RELION 5 tomograms STAR has it "
@@ -184,7 +184,7 @@ def read_tomograms(ds: Mapping[str, Any]) -> dict[str, TomogramInfo]:
     for _, row in df.iterrows():
         name = str(row["rlnTomoName"])
         binning = float(row["rlnTomoTomogramBinning"]) if "rlnTomoTomogramBinning" in df else 1.0
-        path = resolve_path(str(row[col]), star, rel.get("project_dir"))
+        path = resolve_path(str(row[col]), star, rel["project_dir"])
         if all(s in df.columns for s in SIZE):
             size = tuple(int(row[s]) for s in SIZE)
         else:  # no rlnTomoSize: the reconstruction's header (x, y, z) times the binning
@@ -206,7 +206,7 @@ def read_particles(ds: Mapping[str, Any]) -> pd.DataFrame:
     if not (all(c in df.columns for c in CENTRED) or all(c in df.columns for c in PIXELS)):
         raise InputError(f"{star}: no rlnCenteredCoordinate{{X,Y,Z}}Angst or "
                          f"rlnCoordinate{{X,Y,Z}} columns -- give a RELION 5 particles STAR")
-    col = rel.get("class_column") or "rlnClassNumber"
+    col = rel["class_column"]
     if col not in df.columns:
         raise InputError(f"{star}: no class column {col} (columns: {', '.join(df.columns)}) -- "
                          f"set dataset.relion.class_column to the column holding the class")
@@ -228,7 +228,7 @@ def tomogram_names(ds: Mapping[str, Any]) -> list[str]:
     that has particles (file order). Read at planning time."""
     tomos = read_tomograms(ds)
     rel = _settings(ds)
-    wanted = rel.get("tomograms")
+    wanted = rel["tomograms"]
     if wanted:
         missing = [t for t in wanted if t not in tomos]
         if missing:
@@ -269,7 +269,7 @@ def particle_locations(ds: Mapping[str, Any], tomo: str) -> pd.DataFrame:
     rot = particle_matrices(df)
     zxz = (np.full((len(df), 3), np.nan) if rot is None
            else np.asarray(matrix_to_zxz(rot), float).reshape(-1, 3))
-    col = rel.get("class_column") or "rlnClassNumber"
+    col = rel["class_column"]
     return pd.DataFrame({"class": _class_names(df[col]), "x": xyz[:, 0], "y": xyz[:, 1],
                          "z": xyz[:, 2], "z1": zxz[:, 0], "x_angle": zxz[:, 1],
                          "z2": zxz[:, 2]})

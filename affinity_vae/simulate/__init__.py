@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +32,30 @@ VOXEL_RTOL = 1e-3
 
 @dataclass(frozen=True)
 class Settings:
-    """The `simulate` config section (defaults as in workflow/schemas/simulate.schema.yaml)."""
+    """The `simulate` config section. No defaults here: they live in
+    workflow/schemas/simulate.schema.yaml (library callers: ``Settings.from_config(
+    schema_defaults("simulate", {...}))``)."""
 
-    n_tomograms: int = 3
-    shape_zyx: tuple[int, int, int] = (100, 200, 200)
-    n_particles: int = 200
-    volume_fraction: float | None = None
-    class_weights: dict[str, float] = field(default_factory=dict)
-    margin: float = 1.0
-    border: float = 0.0
-    extent_threshold: float = 0.05
-    mask_threshold: float = 0.1
-    tilt_range: tuple[float, float] = (-60.0, 60.0)
-    tilt_step: float = 3.0
-    defocus_um: float = 3.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.07
-    snr: float = 0.1
+    n_tomograms: int
+    shape_zyx: tuple[int, int, int]
+    n_particles: int
+    volume_fraction: float | None
+    class_weights: dict[str, float]
+    margin: float
+    border: float
+    extent_threshold: float
+    mask_threshold: float
+    tilt_range: tuple[float, float]
+    tilt_step: float
+    defocus_um: float
+    voltage_kv: float
+    cs_mm: float
+    amplitude_contrast: float
+    snr: float
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Settings:
+        """From the full, validated config section ``simulate``."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in dict(cfg).items() if k in known}
         for key in ("shape_zyx", "tilt_range"):

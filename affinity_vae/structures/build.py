@@ -51,24 +51,24 @@ SYMMETRY_WARN_BELOW = 0.9
 
 def collect(cfg: dict[str, Any], seed: int) -> list[ClassSource]:
     """Every class of the configured source, validated (raises InputError before heavy work)."""
-    source = cfg.get("source", "generated")
-    classes = list(cfg.get("classes") or [])
-    exclude = list(cfg.get("exclude") or [])
+    source = cfg["source"]
+    classes = list(cfg["classes"])
+    exclude = list(cfg["exclude"])
     if source == "generated":
-        names = [n for n in class_names(int(cfg.get("n_classes", 12)), classes)
+        names = [n for n in class_names(int(cfg["n_classes"]), classes)
                  if n not in set(exclude)]
         out = []
         for name in names:
-            mol = generate_molecule(name, seed, float(cfg.get("atom_volume", 144.0)))
+            mol = generate_molecule(name, seed, float(cfg["atom_volume"]))
             out.append(ClassSource(name, mol.family, "generated", molecule_to_structure(mol),
                                    mol.multiplicity, symmetry=mol.symmetry))
         return out
     if source == "dir":
         out = read_dir(cfg["path"], classes, exclude)
     elif source == "rcsb":
-        out = read_rcsb(list(cfg.get("ids") or []),
-                        cfg.get("rcsb_url", "https://files.rcsb.org/download"),
-                        cfg.get("cache", "resources/structures/rcsb"), classes, exclude)
+        out = read_rcsb(list(cfg["ids"]),
+                        cfg["rcsb_url"],
+                        cfg["cache"], classes, exclude)
     else:
         raise InputError(f"config key 'structures.source': unknown source '{source}' "
                          f"-- use generated, dir or rcsb")
@@ -101,11 +101,11 @@ def build_structures(cfg: dict[str, Any], voxel_size: float, seed: int,
                      out_dir: str | os.PathLike) -> pd.DataFrame:
     """Build the structures folder ``out_dir`` (replaced atomically) and return the manifest."""
     t0 = time.perf_counter()
-    resolution = cfg.get("resolution")
-    check = bool(cfg.get("check_symmetry", True))
+    resolution = cfg["resolution"]
+    check = bool(cfg["check_symmetry"])
     check_structures_config(cfg, voxel_size)
     sources = collect(cfg, seed)
-    log.info("%d classes from source %s (%.2f s)", len(sources), cfg.get("source"),
+    log.info("%d classes from source %s (%.2f s)", len(sources), cfg["source"],
              time.perf_counter() - t0)
 
     out_dir = Path(out_dir)

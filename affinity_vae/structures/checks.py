@@ -61,24 +61,24 @@ def check_structures_config(structures: dict[str, Any], voxel_size: float) -> No
     """Raise InputError (one line, naming the key) for a `structures` section that cannot work:
     rcsb without IDs or with a malformed ID, dir without a path, an unknown generated class, a
     map resolution finer than Nyquist, a bad ``structures.symmetry`` entry."""
-    source = structures.get("source", "generated")
+    source = structures["source"]
     if source == "rcsb":
-        if not structures.get("ids"):
+        if not structures["ids"]:
             raise InputError("config key 'structures.ids' is empty -- list the PDB IDs to "
                              "download when structures.source is rcsb")
         for pid in structures["ids"]:
             check_pdb_id(pid)
-    if source == "dir" and not structures.get("path"):
+    if source == "dir" and not structures["path"]:
         raise InputError("config key 'structures.path' is required when structures.source is "
                          "'dir' -- set it to a folder of PDB/mmCIF/MRC files")
-    if source == "generated" and structures.get("classes"):
+    if source == "generated" and structures["classes"]:
         from affinity_vae.structures.generate import CATALOGUE  # numpy only
 
         unknown = [c for c in structures["classes"] if c not in CATALOGUE]
         if unknown:
             raise InputError(f"config key 'structures.classes': unknown generated class "
                              f"'{unknown[0]}' -- choose from {', '.join(CATALOGUE)}")
-    res = structures.get("resolution")
+    res = structures["resolution"]
     if res is not None and res < 2 * voxel_size - 1e-6:
         raise InputError(f"config key 'structures.resolution': {res} A is finer than Nyquist "
                          f"(2 x dataset.voxel_size = {2 * voxel_size} A) -- raise it or set null")
@@ -102,22 +102,22 @@ def check_symmetry_config(structures: dict[str, Any]) -> dict[str, str]:
     two keys naming one class, a class the source does not have (generated: not in the
     catalogue; rcsb: not in ``ids``; dir: no file of that stem in ``path``), or, for generated
     classes, a group other than the catalogue's."""
-    mapping = structures.get("symmetry") or {}
+    mapping = structures["symmetry"]
     if not mapping:
         return {}
     if not isinstance(mapping, dict):
         raise InputError("config key 'structures.symmetry': must be a mapping {class: point "
                          "group}, e.g. {1bxn: D4} -- fix it")
-    source = structures.get("source", "generated")
+    source = structures["source"]
     if source == "generated":
         from affinity_vae.structures.generate import CATALOGUE  # numpy only
 
         known = {n.lower(): n for n in CATALOGUE}
         where = "the generated catalogue"
     elif source == "rcsb":
-        known = {str(i).lower(): str(i).lower() for i in structures.get("ids") or []}
+        known = {str(i).lower(): str(i).lower() for i in structures["ids"]}
         where = "structures.ids"
-    elif (source == "dir" and structures.get("path")
+    elif (source == "dir" and structures["path"]
           and Path(structures["path"]).expanduser().is_dir()):
         known = {n.lower(): n for n in dir_class_names(structures["path"])}
         where = f"structures.path '{structures['path']}'"
