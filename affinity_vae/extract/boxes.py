@@ -8,6 +8,7 @@ import logging
 import mmap
 import os
 from collections.abc import Sequence
+from typing import Self
 
 import mrcfile
 import numpy as np
@@ -161,36 +162,57 @@ def normalise_boxes(boxes: np.ndarray, method: str, invert: bool = False) -> np.
     return boxes
 
 
+def reserve(path: str | os.PathLike) -> None:
+    """Allocate the disk blocks of a (sparse) file of its current size, so that writes through a
+    memory map cannot meet a full disk (which kills the process with SIGBUS): OSError ENOSPC
+    here, before any work, instead. No-op where posix_fallocate is missing (macOS)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 class StackWriter:
     """An MRC stack (float32, voxel size in the header) filled box by box in any order.
 
-    Boxes go to the file with positioned writes (page cache, not process memory); the file is
-    renamed into place on a clean exit and removed otherwise. Header statistics are
-    accumulated from the written boxes.
+    The stack is ``mrcfile.new_mmap``'s writable array: each chunk of boxes is assigned to its
+    slots and its pages are released from this process at once (they stay in the page cache
+    until written back), so memory stays bounded by one chunk of boxes. The file's blocks are
+    reserved first (:func:`reserve`): a full disk is an InputError before any box is cut, not a
+    SIGBUS in the middle. The file is renamed into place on a clean exit and removed otherwise.
+
+    Header statistics: dmin, dmax, dmean and rms (population standard deviation), the values
+    ``mrcfile``'s ``update_header_stats()`` sets, accumulated (float64) from the boxes as they are
+    written. ``update_header_stats()`` itself is not called: on a memory-mapped stack its
+    ``std`` makes a full in-memory copy (measured: 484 MB peak for a 262 MB stack, against 62 MB
+    streaming), which would break the bounded-memory streaming of stage extract.
     """
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], voxel_size: float):
         self._atomic = atomic_path(path)
         self._tmp = self._atomic.__enter__()
         try:
-            with mrcfile.new_mmap(self._tmp, shape=shape, mrc_mode=2, overwrite=True) as mrc:
-                if len(shape) == 3:
-                    mrc.set_image_stack()  # (n, y, x); 4D shapes are volume stacks already
-                mrc.voxel_size = voxel_size
-                self._offset = int(mrc.header.nbytes) + int(mrc.header.nsymbt)
-                self._dtype = mrc.data.dtype
-            self._fd = os.open(self._tmp, os.O_WRONLY)
+            self._mrc = mrcfile.new_mmap(self._tmp, shape=shape, mrc_mode=2, overwrite=True)
+            if len(shape) == 3:
+                self._mrc.set_image_stack()  # (n, y, x); 4D shapes are volume stacks already
+            self._mrc.voxel_size = voxel_size
+            self._mrc.flush()
+            reserve(self._tmp)
         except BaseException as exc:
             self._atomic.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        self._item = 4 * int(np.prod(shape[1:]))
         self._stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
 
     def write(self, index: Sequence[int], boxes: np.ndarray) -> None:
         """Write boxes (m, ...) at stack positions ``index`` (m,)."""
-        boxes = np.ascontiguousarray(boxes, dtype=self._dtype)
+        boxes = np.asarray(boxes, dtype=np.float32)
+        data = self._mrc.data
         for i, b in zip(index, boxes):
-            os.pwrite(self._fd, memoryview(b).cast("B"), self._offset + int(i) * self._item)
+            data[int(i)] = b
+        release(data)  # this chunk's pages leave the process (they stay in the page cache)
         flat = boxes.reshape(len(boxes), -1)
         st = self._stats
         st[0], st[1] = min(st[0], float(flat.min())), max(st[1], float(flat.max()))
@@ -198,18 +220,21 @@ class StackWriter:
         st[3] += float(sum(np.dot(f, f) for f in flat))
         st[4] += flat.size
 
-    def __enter__(self) -> StackWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        os.close(self._fd)
-        if exc_type is None:
-            mn, mx, total, squares, n = self._stats
-            mean = total / max(n, 1)
-            with mrcfile.mmap(self._tmp, mode="r+") as mrc:
-                h = mrc.header
+        try:
+            if exc_type is None:
+                mn, mx, total, squares, n = self._stats
+                mean = total / max(n, 1)
+                h = self._mrc.header
                 h.dmin, h.dmax, h.dmean = mn, mx, mean
                 h.rms = np.sqrt(max(squares / max(n, 1) - mean * mean, 0.0))
+            self._mrc.close()
+        except BaseException as err:  # the temporary goes; a full disk becomes InputError
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
         self._atomic.__exit__(exc_type, exc, tb)
 
 
