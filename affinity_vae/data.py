@@ -6,7 +6,6 @@ augmentation works on whole batches (no per-sample Python work in the training l
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from affinity_vae.io.affinity_csv import read_affinity
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.io.star import read_star
 from affinity_vae.model.gmd import quaternion_to_matrix
+from affinity_vae.rotation import cube_rotations, square_rotations
 from affinity_vae.wedge import wedge_mask
 
 log = logging.getLogger(__name__)
@@ -149,21 +149,23 @@ def training_data(X: np.ndarray, table: pd.DataFrame, affinity_path: str | os.Pa
                         classes, aff)
 
 
-def _axis_rotations(ndim: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """The proper rotations of a cube (ndim 3: 24) or square (ndim 2: 4) as (axis permutation,
-    reflected axes) of the array axes ((z, y, x) or (y, x)); reflections are about voxel n // 2
-    (:func:`reflect_about_centre`)."""
+def _axis_rotations(group_xyz: np.ndarray) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Rotation matrices (k, n, n) acting on (x, y[, z]) (affinity_vae.rotation's cube or
+    square group) as (axis permutation, reflected axes) of the array axes ((z, y, x) or (y, x));
+    reflections are about voxel n // 2 (:func:`reflect_about_centre`). Ordered by (permutation,
+    reflected axes). Element (perm, flips) maps x to y with ``y[q] = x[p]``,
+    ``p[perm[i]] = -q[i] if i in flips else q[i]`` (centred indices), i.e. ``p = R_zyx.T q``."""
     out = []
-    for perm in itertools.permutations(range(ndim)):
-        sign = np.linalg.det(np.eye(ndim)[list(perm)])
-        for flips in itertools.product((False, True), repeat=ndim):
-            if sign * (-1) ** sum(flips) > 0:
-                out.append((perm, tuple(i for i in range(ndim) if flips[i])))
-    return out
+    for r in group_xyz:
+        m = np.asarray(r)[::-1, ::-1].T             # R_zyx.T (affinity_vae.rotation.zyx_matrix)
+        perm = tuple(int(np.argmax(np.abs(m[:, i]))) for i in range(len(m)))
+        flips = tuple(i for i in range(len(m)) if m[perm[i], i] < 0)
+        out.append((perm, flips))
+    return sorted(out, key=lambda e: (e[0], tuple(i in e[1] for i in range(len(e[0])))))
 
 
-CUBE_ROTATIONS = _axis_rotations(3)
-SQUARE_ROTATIONS = _axis_rotations(2)
+CUBE_ROTATIONS = _axis_rotations(cube_rotations())
+SQUARE_ROTATIONS = _axis_rotations(square_rotations())
 
 
 def reflect_about_centre(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:

@@ -88,6 +88,30 @@ def matrix_to_relion(matrix: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(matrix).inv().as_euler(RELION_ORDER, degrees=True)
 
 
+def _group_order(mats: np.ndarray) -> np.ndarray:
+    """Exact signed permutation matrices (k, n, n) (rounded, no -0) in a fixed order: identity
+    first, then descending trace; ties by the row permutation, then by the rows' signs (+ first)."""
+    mats = np.rint(mats) + 0.0
+    perm = np.abs(mats).argmax(axis=2)                          # (k, n): m[i, perm[i]] = +-1
+    sign = np.take_along_axis(mats, perm[..., None], 2)[..., 0]
+    key = sorted(range(len(mats)), key=lambda g: (-np.trace(mats[g]), tuple(perm[g]),
+                                                  tuple(sign[g] < 0)))
+    return mats[key]
+
+
+def cube_rotations() -> np.ndarray:
+    """The 24 proper rotations of a cube: the octahedral group O,
+    ``Rotation.create_group("O")``, as exact signed permutation matrices (24, 3, 3) float64
+    acting on (x, y, z); identity first (order: :func:`_group_order`)."""
+    return _group_order(Rotation.create_group("O").as_matrix())
+
+
+def square_rotations() -> np.ndarray:
+    """The 4 quarter turns of a square about z (``Rotation.create_group("C4")``) as exact
+    (4, 2, 2) float64 matrices acting on (x, y); identity first."""
+    return _group_order(Rotation.create_group("C4", axis="Z").as_matrix()[:, :2, :2])
+
+
 def zyx_matrix(matrix_xyz: np.ndarray) -> np.ndarray:
     """Re-express a (3, 3) matrix acting on (x, y, z) as one acting on array indices (z, y, x)."""
     return np.asarray(matrix_xyz)[::-1, ::-1]

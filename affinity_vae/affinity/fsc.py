@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from itertools import permutations, product
 
 import numpy as np
 from scipy import fft as sfft
@@ -32,6 +31,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from affinity_vae.errors import InputError
+from affinity_vae.rotation import cube_rotations
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,9 @@ class Prepared:
 
 
 def octahedral_group() -> np.ndarray:
-    """The 24 proper signed permutation matrices (3, 3), identity first. Shape (24, 3, 3)."""
-    mats = []
-    for perm in permutations(range(3)):
-        for signs in product((1, -1), repeat=3):
-            m = np.zeros((3, 3))
-            m[np.arange(3), perm] = signs
-            if np.linalg.det(m) > 0:
-                mats.append(m)
-    mats.sort(key=lambda m: -np.trace(m))  # identity (trace 3) first
-    return np.array(mats)
+    """The 24 proper signed permutation matrices (3, 3), identity first. Shape (24, 3, 3).
+    The pipeline's one cube group: affinity_vae.rotation.cube_rotations (scipy's group "O")."""
+    return cube_rotations()
 
 
 def extra_rotations(n: int, kind: str = "axial", seed: int = 0) -> np.ndarray:
