@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 from scipy.stats import spearmanr
 
-from affinity_vae.rotation import zxz_to_matrix
+from affinity_vae.rotation import matrix_to_relion, zxz_to_matrix
 from affinity_vae.symmetry import (
     E_Z,
     best_elements,
@@ -65,7 +65,7 @@ def spearman_pose(pose: np.ndarray, angle: np.ndarray) -> dict:
         rho = spearmanr(pose[:, d], angle).statistic if np.std(pose[:, d]) > 0 else np.nan
         rhos.append(float(rho))
     best = int(np.nanargmax(np.abs(rhos))) if np.isfinite(rhos).any() else 0
-    return {"spearman_rho": rhos[best], "dimension": best, "per_dim": rhos, "n": int(len(angle))}
+    return {"spearman_rho": rhos[best], "dimension": best, "per_dim": rhos, "n": len(angle)}
 
 
 def true_matrices(euler_zxz: np.ndarray) -> np.ndarray:
@@ -148,7 +148,7 @@ def _summary(err: np.ndarray) -> dict:
         return {"median_error_deg": None, "frac_under_15": None, "frac_under_30": None, "n": 0}
     out = {"median_error_deg": float(np.median(err))}
     out |= {f"frac_under_{t}": float(np.mean(err < t)) for t in THRESHOLDS}
-    return out | {"n": int(len(err))}
+    return out | {"n": len(err)}
 
 
 def class_errors(pred: np.ndarray, true: np.ndarray, group: str, fit: np.ndarray,
@@ -331,8 +331,8 @@ def pose_report_3d(rot: np.ndarray | None, pose_block: np.ndarray, mu: np.ndarra
 
 def relion_angles(rot: np.ndarray) -> np.ndarray:
     """Active (x, y, z) rotation matrices (N, 3, 3) -> RELION (rot, tilt, psi) degrees (N, 3)
-    (RELION's matrix is the inverse of the active rotation; see affinity_vae.rotation)."""
-    return Rotation.from_matrix(np.asarray(rot, float)).inv().as_euler("ZYZ", degrees=True)
+    (the pipeline's one RELION convention: affinity_vae.rotation.matrix_to_relion)."""
+    return matrix_to_relion(np.asarray(rot, float))
 
 
 def pose_star_table(latents: pd.DataFrame, rot: np.ndarray, errors: np.ndarray | None = None,
