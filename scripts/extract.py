@@ -1,4 +1,4 @@
-"""Rule entry point of stage `extract`: see affinity_vae/extract.py."""
+"""Rule entry point of rules `extract_tomogram` and `extract_imported`: see affinity_vae/extract/."""
 from affinity_vae.extract import main
 from affinity_vae.runner import run
 

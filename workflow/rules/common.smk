@@ -88,7 +88,7 @@ def import_inputs(wildcards):
         rel = ds["relion"]
         mrc = read_tomograms(ds)[wildcards.tomo].path
         return [rel["tomograms_star"], rel["particles_star"], str(mrc)]
-    return [ds["copick"]["config"]] if (ds.get("copick") or {}).get("config") else []
+    return [ds["copick"]["config"]] if ds["copick"]["config"] else []
 
 
 def all_targets():
@@ -109,7 +109,7 @@ def extract_tomogram(wildcards):
     reconstruction when denoising is disabled."""
     if config["extract"]["source"] == "grandmodel":
         return f"{tomogram_dir(wildcards.tomo)}/grandmodel.mrc"
-    if config["denoise"].get("enabled", True):
+    if config["denoise"]["enabled"]:
         return f"{RUN}/denoised/{wildcards.tomo}.mrc"
     return f"{tomogram_dir(wildcards.tomo)}/reconstruction.mrc"
 
@@ -155,7 +155,7 @@ def all_locations(wildcards):
 def affinity_source(wildcards):
     """The matrix affinity.csv is made from: the chosen method's CSV, or affinity.path."""
     if config["affinity"]["method"] == "file":
-        path = config["affinity"].get("path")
+        path = config["affinity"]["path"]
         return {"user": path} if path else {}
     return {"matrix": f"{RUN}/affinity/{config['affinity']['method']}.csv"}
 
