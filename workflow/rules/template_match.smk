@@ -57,7 +57,6 @@ rule template_match:
         f"{BENCH}/evaluate/tm.tsv"
     conda:
         env("evaluate")
-    threads: 2
     params:
         tm=config["evaluate"]["tm"],
         evaluate=config["evaluate"],
