@@ -40,20 +40,20 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from affinity_vae.errors import InputError
+from affinity_vae.rotation import cube_rotations
 
 log = logging.getLogger(__name__)
 
 POINT_GROUPS = ("C1", "Cn (n >= 2)", "Dn (n >= 2)", "T", "O", "I", "I1", "Cinf", "Dinf", "K")
 ACCEPTED = ("C1, Cn and Dn (e.g. C6, D6), T, O, I (= I2), I1, Cinf (C∞), Dinf (D∞) or K "
             "(spherical)")
-_PHI = (1.0 + 5.0 ** 0.5) / 2.0
 E_Z = np.array([0.0, 0.0, 1.0])
 
 
@@ -87,57 +87,26 @@ def is_spherical(name: str) -> bool:
     return parse_point_group(name) == "K"
 
 
-def _axis_rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    axis = np.asarray(axis, float)
-    return Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
-
-
-def _closure(generators: list[np.ndarray], max_order: int = 60) -> np.ndarray:
-    """All products of the generators (a finite group), identity first; (K, 3, 3)."""
-    elems = [np.eye(3)]
-    frontier = [np.eye(3)]
-    while frontier:
-        new = []
-        for a in frontier:
-            for g in generators:
-                p = g @ a
-                if np.abs(np.stack(elems) - p).max(axis=(1, 2)).min() > 1e-8:
-                    elems.append(p)
-                    new.append(p)
-        if len(elems) > max_order:
-            raise RuntimeError("group closure did not terminate")  # a bug, not a user error
-        frontier = new
-    out = np.stack(elems)
-    out[np.abs(out) < 1e-12] = 0.0
-    return out
-
-
-@lru_cache(maxsize=None)
+@cache
 def _group_rotations(canonical: str) -> np.ndarray:
-    z, x = np.array([0.0, 0, 1]), np.array([1.0, 0, 0])
-    two_x = _axis_rotation(x, 180.0)
+    """The elements of a canonical group name: scipy's ``Rotation.create_group`` (its Cn, Dn
+    have the n-fold axis along z and Dn a 2-fold along x; its T, O have 2-/4-folds along x, y, z;
+    its I is RELION's I1), O from affinity_vae.rotation.cube_rotations, I (= I2) as I1 turned
+    by 90 degrees about z; identity first, entries below 1e-12 set to 0."""
     if canonical in ("C1", "Cinf", "K"):
         return np.eye(3)[None]
     if canonical == "Dinf":
-        return np.stack([np.eye(3), two_x])
-    if canonical[0] in "CD":
-        n = int(canonical[1:])
-        cn = [_axis_rotation(z, 360.0 * k / n) for k in range(n)]
-        if canonical[0] == "C":
-            return np.stack(cn)
-        return np.stack(cn + [c @ two_x for c in cn])
-    two_z = _axis_rotation(z, 180.0)
-    three = _axis_rotation([1.0, 1.0, 1.0], 120.0)
-    if canonical == "T":
-        return _closure([two_x, two_z, three])
+        return np.stack([np.eye(3), np.diag([1.0, -1.0, -1.0])])
     if canonical == "O":
-        return _closure([_axis_rotation(z, 90.0), three])
-    five = _axis_rotation([1.0, 0.0, _PHI], 72.0)  # I2: 5-fold in the xz plane
-    ico = _closure([two_x, two_z, three, five])
-    if canonical == "I1":
-        turn = _axis_rotation(z, 90.0)
-        ico = turn @ ico @ turn.T
-    return ico
+        return cube_rotations()
+    out = Rotation.create_group("I" if canonical == "I1" else canonical).as_matrix()
+    if canonical == "I":  # RELION's I2 ("Crowther 222"): 5-folds in the xz plane
+        turn = Rotation.from_euler("z", 90.0, degrees=True).as_matrix()
+        out = turn @ out @ turn.T
+    first = int(np.argmin(np.abs(out - np.eye(3)).max(axis=(1, 2))))
+    out = np.concatenate([out[first:first + 1], np.delete(out, first, axis=0)])
+    out[np.abs(out) < 1e-12] = 0.0
+    return out
 
 
 def group_rotations(name: str) -> np.ndarray:

@@ -189,3 +189,21 @@ def test_a_full_disk_stops_the_stack_writer_before_any_box_with_one_line(tmp_pat
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_point_groups_are_scipys_groups_in_relions_frames():
+    from affinity_vae.symmetry import group_rotations
+
+    def same_set(a: np.ndarray, b: np.ndarray) -> bool:
+        return len(a) == len(b) and all(np.isclose(b, m, atol=1e-9).all((-2, -1)).any()
+                                        for m in a)
+
+    assert np.array_equal(group_rotations("O"), rotation.cube_rotations())
+    for name, size in [("C3", 3), ("D4", 8), ("T", 12), ("I1", 60)]:
+        g = group_rotations(name)
+        assert len(g) == size and np.array_equal(g[0], np.eye(3))
+        assert same_set(g, Rotation.create_group(name.rstrip("1")).as_matrix())
+    phi = (1 + 5 ** 0.5) / 2  # RELION's I2: a 5-fold along (1, 0, phi)
+    five = Rotation.from_rotvec(np.radians(72) * np.array([1, 0, phi]) / np.hypot(1, phi))
+    assert np.isclose(group_rotations("I"), five.as_matrix(), atol=1e-9).all((-2, -1)).any()
+    assert not np.isclose(group_rotations("I1"), five.as_matrix(), atol=1e-9).all((-2, -1)).any()
