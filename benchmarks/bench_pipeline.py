@@ -102,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
                                         "rows": rows, "date": time.strftime("%Y-%m-%d")},
                                        indent=2) + "\n")
         print(f"baseline written to {BASELINE}")
-    else:
-        record_table("pipeline", COLUMNS, rows, note=f"{how}; wall {wall:.0f} s")
-        base = json.loads(BASELINE.read_text())["wall_s"] if BASELINE.exists() else None
-        record("pipeline_default_wall_s", wall, "s", baseline=base,
-               note=f"{how}; baseline = {BASELINE.name}")
+    else:  # another config than the default: its own table and figure, no baseline
+        default = args.from_run is not None or (
+            args.config.resolve() == (REPO / "config" / "config.yaml").resolve())
+        tag = "" if default else f"_{args.config.stem}"
+        record_table(f"pipeline{tag}", COLUMNS, rows, note=f"{how}; wall {wall:.0f} s")
+        base = (json.loads(BASELINE.read_text())["wall_s"]
+                if BASELINE.exists() and default else None)
+        record(f"pipeline_{'default' if default else args.config.stem}_wall_s", wall, "s",
+               baseline=base, note=f"{how}" + (f"; baseline = {BASELINE.name}" if base else ""))
     if not args.from_run and not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
