@@ -155,7 +155,7 @@ def write_dataset(stack: str | os.PathLike, star: str | os.PathLike, cfg: Mappin
 
 
 def write_glyph_affinity(csv: str | os.PathLike, png: str | os.PathLike, chars: Sequence[str],
-                         size: int = 32, angle_step: float = 3.0, dpi: int = 100
+                         size: int, angle_step: float = 3.0, dpi: int = 100
                          ) -> pd.DataFrame:
     """The glyph shape affinity (best NCC over rotations, in [0, 1]) as CSV + heatmap PNG."""
     from affinity_vae.affinity.matrix import plot_heatmap, write_affinity

@@ -21,12 +21,11 @@ from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D
 from scipy import ndimage
 
-DEFAULT_CHARS = ("a", "e", "b", "d", "i", "j", "z", "2", "u", "v")
 FONT = "DejaVu Sans"  # bundled with matplotlib
 
 
 @functools.lru_cache(maxsize=256)
-def render_glyph(char: str, size: int = 32, scale: float = 1.0, fill: float = 0.7,
+def render_glyph(char: str, size: int, scale: float = 1.0, fill: float = 0.7,
                  supersample: int = 4) -> np.ndarray:
     """Rasterise one character, upright and centred.
 
@@ -70,10 +69,11 @@ def rotate(image: np.ndarray, angle_deg: float) -> np.ndarray:
         np.float32)
 
 
-def make_dataset(chars: tuple[str, ...] | list[str] = DEFAULT_CHARS, n_per_class: int = 200,
-                 size: int = 32, max_angle: int = 45, noise_std: float = 0.0,
-                 scale_jitter: float = 0.0, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
-    """Rotated glyph images with their true angle.
+def make_dataset(chars: tuple[str, ...] | list[str], n_per_class: int, size: int,
+                 max_angle: int, noise_std: float, scale_jitter: float, seed: int
+                 ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Rotated glyph images with their true angle (the arguments are the keys of config
+    section dataset.alphanumeric; their defaults live in workflow/schemas/dataset.schema.yaml).
 
     Args:
         chars: the classes.
@@ -115,7 +115,7 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else 0.0
 
 
-def glyph_affinity(chars: tuple[str, ...] | list[str] = DEFAULT_CHARS, size: int = 32,
+def glyph_affinity(chars: tuple[str, ...] | list[str], size: int,
                    angle_step: float = 3.0, max_angle: float = 180.0) -> pd.DataFrame:
     """Shape affinity of upright glyphs: the best NCC over rotations of one of the pair.
 

@@ -4,6 +4,7 @@ the schemas restates its properties' defaults."""
 
 from __future__ import annotations
 
+import ast
 import copy
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,116 @@ def test_no_object_default_restates_its_properties(path):
             continue
         restated = [k for k in node["default"] if "default" in props.get(k, {})]
         assert not restated, f"{path.name} {where}: default restates {restated}"
+
+
+# ------------------------------------------------------------------ no default restated in code
+def _sections() -> dict[str, set[str]]:
+    """Key path of every object in the schemas (e.g. simulate, dataset.copick) -> its keys."""
+    top = _load(CONFIG_SCHEMA)["properties"]
+    out: dict[str, set[str]] = {}
+    for section, sub in top.items():
+        if "$ref" not in sub:
+            continue
+        for where, node in _objects(_load(SCHEMAS / sub["$ref"]), ""):
+            props = node.get("properties")
+            if isinstance(props, dict) and all(isinstance(v, dict) for v in props.values()):
+                path = ".".join(p for p in where.split(".") if p != "properties")
+                out[f"{section}.{path}" if path else section] = set(props)
+    return out
+
+
+def _dataclass_defaults() -> list[tuple[str, str, list[tuple[str, bool]]]]:
+    """(file, class, [(field, has a default)]) of every @dataclass in affinity_vae/."""
+    out = []
+    for path in sorted(REPO.glob("affinity_vae/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef) or not any(
+                    "dataclass" in ast.unparse(d) for d in node.decorator_list):
+                continue
+            fields = [(f.target.id, f.value is not None) for f in node.body
+                      if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)]
+            out.append((str(path.relative_to(REPO)), node.name, fields))
+    return out
+
+
+def test_dataclasses_mirroring_a_config_section_have_no_defaults():
+    """A dataclass with three or more fields named like the keys of one config section (the
+    Settings of extract, denoise, simulate, dataset.copick, the simulated microscope, ...)
+    mirrors that section: none of those fields has a default (the schema's is the one)."""
+    sections = _sections()
+    mirrors, bad = [], []
+    for rel, name, fields in _dataclass_defaults():
+        names = {f for f, _ in fields}
+        for section, keys in sections.items():
+            if len(names & keys) >= 3:
+                mirrors.append(f"{name}~{section}")
+                bad += [f"{rel} {name}.{f} (config key {section}.{f})"
+                        for f, has in fields if has and f in keys]
+    assert bad == []
+    # the check sees the config-mirroring classes it is meant for
+    assert {"Settings~extract", "Settings~denoise", "Settings~simulate",
+            "CopickSettings~dataset.copick", "Microscope~simulate"} <= set(mirrors)
+
+
+def _schema_defaults_by_key() -> dict[str, list[Any]]:
+    """Property name -> the defaults the schemas give it (any section, any depth)."""
+    out: dict[str, list[Any]] = {}
+    for path in SCHEMAS.glob("*.schema.yaml"):
+        for _, node in _objects(_load(path), ""):
+            for key, sub in (node.get("properties") or {}).items():
+                if isinstance(sub, dict) and "default" in sub:
+                    out.setdefault(key, []).append(sub["default"])
+    return out
+
+
+#: `.get("<schema key>", <literal>)` calls that are not on a config section: (file, key) -> why.
+NOT_CONFIG = {
+    ("affinity_vae/figures.py", "groups"): "metrics.json's per-model group F1 scores",
+    ("affinity_vae/figures.py", "tm"): "the rule's named inputs (smk.input), an optional file",
+    ("affinity_vae/evaluate/model_eval.py", "variant"): "the trained model's meta (model.pt)",
+}
+
+
+def _literal(node: ast.AST) -> tuple[bool, Any]:
+    try:
+        return True, ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return False, None
+
+
+def _restated_defaults() -> list[str]:
+    """`x.get("k", <literal>)` and `x.get("k") or <literal>` in affinity_vae/ and scripts/
+    where k is a schema property that has a default (the code should read cfg["k"])."""
+    keys = _schema_defaults_by_key()
+    found = {}
+    for path in sorted([*REPO.glob("affinity_vae/**/*.py"), *REPO.glob("scripts/*.py")]):
+        rel = str(path.relative_to(REPO))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+                call, fallback = node.values[0], node.values[1]
+            elif isinstance(node, ast.Call) and len(node.args) == 2:
+                call, fallback = node, node.args[1]
+            else:
+                continue
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "get" and call.args
+                    and isinstance(call.args[0], ast.Constant)
+                    and isinstance(call.args[0].value, str)):
+                continue
+            key = call.args[0].value
+            is_literal, value = _literal(fallback)
+            if key not in keys or not is_literal:
+                continue
+            same = "restates" if value in keys[key] else "contradicts"
+            found[(rel, key, call.lineno)] = (
+                f"{rel}:{call.lineno}: .get({key!r}, {value!r}) {same} the schema default "
+                f"{keys[key][0]!r} -- read the validated config")
+    return found
+
+
+def test_no_config_get_restates_a_schema_default():
+    """No `.get("<schema key>", <literal>)` outside the allow-list NOT_CONFIG (each entry: a
+    dict that is not a config section, with the reason), and no stale allow-list entry."""
+    found = _restated_defaults()
+    assert [m for (rel, key, _), m in found.items() if (rel, key) not in NOT_CONFIG] == []
+    assert set(NOT_CONFIG) <= {(rel, key) for rel, key, _ in found}

@@ -105,7 +105,8 @@ def test_isolated_render_equals_the_grandmodel_crop_of_a_lone_particle(shrec_map
     (placement.render, its cropped template): the grandmodel box cut by extract equals the
     isolated render of the full map at the same angles (NCC >= 0.95; measured > 0.9999), and
     not the render at the inverse rotation."""
-    radius = placement.template_radius(shrec_map)
+    radius = placement.template_radius(
+        shrec_map, schema_defaults("simulate")["extent_threshold"])
     tpl = placement.crop_template(shrec_map, radius)
     ang = np.array([[30.0, 60.0, 100.0], [120.0, 40.0, -50.0], [200.0, 110.0, 170.0]])
     assert (angular_distance(zxz_to_matrix(ang), _transposed(ang)) > 60).all()

@@ -135,7 +135,7 @@ def _round_trip(folder: Path, templates: dict[str, np.ndarray], to_matrix) -> np
     scores = []
     for row in sh.particles.itertuples(index=False):
         tpl = templates[row[0]]
-        r = placement.template_radius(tpl)
+        r = placement.template_radius(tpl, settings().extent_threshold)
         ref = rotation.rotate_volume(tpl, to_matrix([row.z1, row.x_angle, row.z2]), order=1)
         got = _cut(grand, int(row.x), int(row.y), int(row.z), tpl.shape[0])
         scores.append(_sphere_ncc(ref, got, r))
@@ -249,7 +249,7 @@ def test_wbp_recovers_density_with_full_tilt_range():
 
 def test_ctf_first_zero():
     """CTF zero where chi = pi: k^2 = 1 / (lambda df) ignoring Cs and amplitude contrast."""
-    mic = tilt.Microscope(defocus_um=3.0, cs_mm=0.0, amplitude_contrast=0.0)
+    mic = tilt.Microscope(defocus_um=3.0, voltage_kv=300.0, cs_mm=0.0, amplitude_contrast=0.0)
     lam = tilt.electron_wavelength(300.0)
     assert abs(lam - 0.01969) < 1e-4
     ctf = tilt.ctf_2d((1, 4096), 1.0, mic)[0]
@@ -273,7 +273,7 @@ def test_class_weights_and_volume_fraction():
     s = settings(class_weights={"abc": 1, "xyz": 0}, volume_fraction=0.05, tilt_step=20.0)
     tomo = simulate_tomogram(TEMPLATES, s, VOXEL, np.random.default_rng(0))
     assert set(tomo.particles["class"]) == {"abc"}
-    r = placement.template_radius(TEMPLATES["abc"])
+    r = placement.template_radius(TEMPLATES["abc"], s.extent_threshold)
     frac = len(tomo.particles) * 4 / 3 * np.pi * r ** 3 / np.prod(SHAPE)
     assert abs(frac - 0.05) < 0.02
 

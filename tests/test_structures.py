@@ -51,6 +51,11 @@ def build_structures(given: dict, *args, **kwargs) -> pd.DataFrame:
     return _build_structures(schema_defaults("structures", given), *args, **kwargs)
 
 
+def _mol(name: str, seed: int = 0):
+    """A generated molecule at the schema's structures.atom_volume."""
+    return generate_molecule(name, seed, schema_defaults("structures")["atom_volume"])
+
+
 def _com_offset(vol: np.ndarray) -> np.ndarray:
     """Centre of mass minus the central voxel n//2, in voxels (z, y, x)."""
     return np.asarray(ndimage.center_of_mass(np.clip(vol, 0, None))) - np.array(vol.shape) // 2
@@ -62,9 +67,9 @@ def _nothing_written(out: Path) -> bool:
 
 # ------------------------------------------------------------------ generator
 def test_generator_is_deterministic_under_the_seed():
-    a = generate_molecule("dumbbell_asym", seed=7)
-    b = generate_molecule("dumbbell_asym", seed=7)
-    c = generate_molecule("dumbbell_asym", seed=8)
+    a = _mol("dumbbell_asym", 7)
+    b = _mol("dumbbell_asym", 7)
+    c = _mol("dumbbell_asym", 8)
     np.testing.assert_array_equal(a.xyz, b.xyz)
     np.testing.assert_array_equal(a.elements, b.elements)
     assert a.xyz.shape != c.xyz.shape or not np.allclose(a.xyz, c.xyz)
@@ -74,13 +79,13 @@ def test_generator_is_deterministic_under_the_seed():
 
 def test_catalogue_spans_5_to_25_nm_with_near_twins():
     assert len(CATALOGUE) >= 10
-    diam = {n: 2 * np.linalg.norm(generate_molecule(n).xyz, axis=1).max() / 10 for n in CATALOGUE}
+    diam = {n: 2 * np.linalg.norm(_mol(n).xyz, axis=1).max() / 10 for n in CATALOGUE}
     assert min(diam.values()) == pytest.approx(5, abs=1)
     assert max(diam.values()) == pytest.approx(25, abs=1.5)
     for a, b in [("ring6", "ring7"), ("rod_short", "rod_long"), ("barrel", "barrel_capped")]:
         assert CATALOGUE[a].family == CATALOGUE[b].family
     # twins differ by a little, not a lot: ring7 has 7/6 of ring6's subunits
-    n6, n7 = len(generate_molecule("ring6").xyz), len(generate_molecule("ring7").xyz)
+    n6, n7 = len(_mol("ring6").xyz), len(_mol("ring7").xyz)
     assert n7 / n6 == pytest.approx(7 / 6, rel=0.05)
 
 
@@ -97,7 +102,7 @@ def test_generated_folder_is_identical_for_the_same_seed(tmp_path):
 
 # ------------------------------------------------------------------ point groups
 def _generated_map(name: str) -> np.ndarray:
-    mol = generate_molecule(name)
+    mol = _mol(name)
     return model_density(molecule_to_structure(mol), VOXEL, multiplicity=mol.multiplicity)[0]
 
 
@@ -123,7 +128,7 @@ def test_every_generated_class_has_its_point_group(name):
     and every principal-axis 2-fold."""
     group = CATALOGUE[name].symmetry
     assert parse_point_group(group) == group
-    assert generate_molecule(name).symmetry == group
+    assert _mol(name).symmetry == group
     vol = _generated_map(name)
     if group == "C1":
         assert len(probe_rotations(group)) == 0
@@ -156,10 +161,10 @@ def test_default_data_has_asymmetric_classes_and_twins():
     # a near-twin pair among the asymmetric classes: same family, one extra small subunit
     fam = [CATALOGUE[n].family for n in asym]
     assert len(set(fam)) < len(fam)
-    n3, n4 = len(generate_molecule("lobes3").xyz), len(generate_molecule("lobes4").xyz)
+    n3, n4 = len(_mol("lobes3").xyz), len(_mol("lobes4").xyz)
     assert 1.03 < n4 / n3 < 1.15
     for n in asym:  # 5-20 nm across, sized like the symmetric classes
-        diam = 2 * np.linalg.norm(generate_molecule(n).xyz, axis=1).max() / 10
+        diam = 2 * np.linalg.norm(_mol(n).xyz, axis=1).max() / 10
         assert 5 <= diam <= 20, (n, diam)
     # every default class's group is one of the pipeline's groups, most of them with an
     # orientation to recover
@@ -275,7 +280,7 @@ def test_density_is_centred_cubic_and_conserves_electrons(voxel):
 def test_mass_grows_with_atom_count():
     sums = []
     for name in ("globule", "ring5", "ring6", "ring7"):
-        mol = generate_molecule(name)
+        mol = _mol(name)
         vol, _ = model_density(molecule_to_structure(mol), VOXEL, multiplicity=mol.multiplicity)
         sums.append((len(mol.xyz), vol.sum()))
     n, s = np.array(sums).T

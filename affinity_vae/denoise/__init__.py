@@ -182,7 +182,7 @@ def load_model(name: str, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def denoise_volume(vol: np.ndarray, model, patch_size: int = 128, padding: int | None = None,
+def denoise_volume(vol: np.ndarray, model, patch_size: int, padding: int | None,
                    device: str = "cpu", mean_std: tuple[float, float] | None = None,
                    out: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
     """Denoise a (z, y, x) volume with exact tiling; returns float32 (z, y, x).

@@ -45,8 +45,8 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, box: tuple[int, ...], channels: int, depth: int, latent_dims: int,
-                 pose_dims: int, batch_norm: bool = True, pose_head: str = "linear",
-                 pose_channels: int = 16, pose_lowpass: float = 1.5):
+                 pose_dims: int, batch_norm: bool, pose_head: str, pose_channels: int,
+                 pose_lowpass: float):
         super().__init__()
         conv, _, bn = conv_layers(len(box))
         layers: list[nn.Module] = []

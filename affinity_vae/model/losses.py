@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 
-def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, reduction: str = "mean"
-                        ) -> torch.Tensor:
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, reduction: str) -> torch.Tensor:
     """MSE; ``mean`` over every voxel, or ``sum`` over the voxels of a box averaged over the
     batch."""
     if reduction == "mean":

@@ -81,7 +81,7 @@ class RotationBranch(nn.Module):
     the grid of 1/4 the box. Box sides must be divisible by 4.
     """
 
-    def __init__(self, box: tuple[int, ...], channels: int = 16, lowpass_sigma: float = 1.5):
+    def __init__(self, box: tuple[int, ...], channels: int, lowpass_sigma: float):
         super().__init__()
         if len(box) != 3 or any(s % 4 for s in box):
             raise ValueError(f"the rotation pose head needs a 3D box with sides divisible by 4, "

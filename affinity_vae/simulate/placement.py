@@ -17,7 +17,7 @@ from affinity_vae.rotation import random_zxz, rotate_volume, zxz_to_matrix
 COLUMNS = ["class", "x", "y", "z", "z1", "x_angle", "z2"]
 
 
-def template_radius(template: np.ndarray, threshold: float = 0.05) -> float:
+def template_radius(template: np.ndarray, threshold: float) -> float:
     """Radius in voxels of the sphere about the box centre (voxel ``n // 2``) that holds every voxel
     denser than ``threshold`` x the template maximum (the particle's bounding sphere).
 

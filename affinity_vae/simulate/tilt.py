@@ -79,12 +79,13 @@ def backproject(stack: np.ndarray, op: sp.csr_matrix, shape_zyx: Sequence[int]) 
 @dataclass(frozen=True)
 class Microscope:
     """CTF parameters: defocus in micrometres (positive = underfocus), voltage in kV, Cs in mm,
-    amplitude contrast as a fraction."""
+    amplitude contrast as a fraction (the simulate section's keys; no defaults here: they live
+    in workflow/schemas/simulate.schema.yaml)."""
 
-    defocus_um: float = 3.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.07
+    defocus_um: float
+    voltage_kv: float
+    cs_mm: float
+    amplitude_contrast: float
 
 
 def ctf_2d(shape_yx: Sequence[int], voxel_size: float, mic: Microscope) -> np.ndarray:

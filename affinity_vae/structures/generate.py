@@ -200,7 +200,7 @@ def class_seed(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def generate_molecule(name: str, seed: int = 0, atom_volume: float = 144.0) -> Molecule:
+def generate_molecule(name: str, seed: int, atom_volume: float) -> Molecule:
     """Fill the class's solids with pseudo-atoms on a jittered lattice (deterministic in seed).
 
     Returns a Molecule with xyz (n, 3) in Angstrom centred on its centre of mass.
