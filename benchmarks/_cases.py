@@ -56,13 +56,16 @@ def denoise(size: int, patch: int, threads: int = 2, repeat: int = 1, device: st
             model: str = "unet-3d-10a") -> dict[str, Any]:
     """``denoise_volume`` (this project's exact tiling, ``patch`` cores) on a ``size``^3 float32
     noise volume; the run time does not depend on the content."""
+    from affinity_vae.config import schema_defaults
     from affinity_vae.denoise import denoise_volume, load_model
 
     _threads(threads)
     vol = np.random.default_rng(0).standard_normal((size,) * 3, dtype=np.float32)
     net = load_model(model, device=device)
     base = peak_rss_mb()
-    seconds, _ = timed(lambda: denoise_volume(vol, net, patch_size=patch, device=device,
+    padding = schema_defaults("denoise")["padding"]   # the stage's default (exact halo)
+    seconds, _ = timed(lambda: denoise_volume(vol, net, patch_size=patch, padding=padding,
+                                              device=device,
                                               progress=False), repeat)
     return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base,
             **_gpu_peak(device)}

@@ -66,7 +66,8 @@ def run_method(method: str, src: Path, dst: Path) -> dict:
         from affinity_vae.denoise import denoise_volume, load_model
 
         patch = 64 if method == "ours_p64" else 128
-        out = denoise_volume(vol, load_model("unet-3d-10a"), patch_size=patch, progress=False)
+        out = denoise_volume(vol, load_model("unet-3d-10a"), patch_size=patch, padding=None,
+                             progress=False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     np.save(dst, np.asarray(out, np.float32))
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb()}

@@ -25,6 +25,8 @@ GPU_ROWS = [("gpu_train_cnn_fp32_samples_per_s", "training, CNN, fp32 (samples/s
             ("gpu_denoise_256^3_s", "denoise 256^3 (s)"),
             ("gpu_denoise_512^3_s", "denoise 512^3 (s)")]
 NM = "not measured"
+#: the scaling tables of bench_scaling, shown first (and as 'not measured' when absent)
+SCALING_TABLES = ("extract", "denoise", "train", "gmd", "affinity")
 
 
 def machine() -> dict[str, str]:
@@ -71,7 +73,8 @@ def figures_section(results: dict) -> str:
 
 def scaling_section(scaling: dict) -> str:
     parts = []
-    for name in ("extract", "denoise", "train", "gmd", "affinity"):
+    others = sorted(k for k in scaling if k not in SCALING_TABLES and not k.startswith("pipeline"))
+    for name in (*SCALING_TABLES, *others):  # tables other benchmarks record too (e.g. tm)
         t = scaling.get(name)
         if not t:
             parts.append(f"### {name}\n\n{NM} (run `python -m benchmarks scaling`)")

@@ -132,6 +132,7 @@ def test_projection_follows_the_stated_formulas():
 def test_report_renders_every_section_and_table():
     sc = synthetic_scaling()
     sc["gmd"]["quick"] = True
+    sc["tm_vs_angular_step"] = {**sc["gmd"], "columns": ["step_deg"], "rows": [[15]]}
     results = {"extract_2000_boxes_time": {"value": 4.5, "unit": "s", "baseline": 9.0,
                                            "ratio": 2.0, "target": "< 5 s", "date": "d"}}
     baseline = {"wall_s": 600.0, "source": "before-run", "columns": bench_pipeline.COLUMNS,
@@ -141,6 +142,7 @@ def test_report_renders_every_section_and_table():
                          quick=True)
     for heading in ("## Machine", "## Figures", "## Scaling tables", "### extract",
                     "### denoise", "### train", "### gmd", "### affinity",
+                    "### tm_vs_angular_step",
                     "## Default pipeline", "## GPU", "## SHREC 2021 projection"):
         assert heading in text
     assert "QUICK RUN" in text and "### gmd **(quick sizes" in text
