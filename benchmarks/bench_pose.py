@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.data import TrainingData
 from affinity_vae.evaluate.averages import density_in_box
 from affinity_vae.evaluate.encode import encode
@@ -48,7 +49,8 @@ BOX = 32
 def templates(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The default generated classes' densities (z, y, x) and point groups."""
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = build_structures({"source": "generated", "n_classes": 12}, VOXEL, seed,
+        manifest = build_structures(schema_defaults("structures", {"source": "generated",
+                                                                   "n_classes": 12}), VOXEL, seed,
                                     Path(tmp) / "structures")
         dens = read_structures(Path(tmp) / "structures", VOXEL)
     groups = dict(zip(manifest["class"].astype(str), manifest["symmetry"].astype(str)))
@@ -98,11 +100,12 @@ def main() -> None:
     data = TrainingData(torch.from_numpy(xtr[nval:, None]), lab[nval:],
                         torch.from_numpy(xtr[:nval, None]), lab[:nval], classes,
                         torch.eye(len(classes)) * 0.5 + 0.5)
-    model_cfg = {"pose_head": args.head, "decoder": args.decoder, "latent_dims": 16,
-                 "channels": 8, "depth": 3, "pose_lowpass": args.lowpass}
-    train_cfg = {"epochs": args.epochs, "batch_size": 32, "learning_rate": 1e-3,
-                 "augment": "none",
-                 "pose_consistency": {"weight": args.weight if args.head == "rotation" else 0}}
+    model_cfg = schema_defaults("model", {"pose_head": args.head, "decoder": args.decoder,
+                                          "latent_dims": 16, "channels": 8, "depth": 3,
+                                          "pose_lowpass": args.lowpass})
+    train_cfg = schema_defaults("train", {
+        "epochs": args.epochs, "batch_size": 32, "learning_rate": 1e-3, "augment": "none",
+        "pose_consistency": {"weight": args.weight if args.head == "rotation" else 0}})
     t0 = time.perf_counter()
     model, hist = fit(data, model_cfg, train_cfg, args.seed, None, "cpu", progress=False)
     print(hist[["epoch", "train_recon", "train_pose", "val_pose"]].to_string(), flush=True)

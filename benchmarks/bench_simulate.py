@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.io.mrc import read_volume
 from affinity_vae.simulate import Settings, simulate_tomogram, tilt, write_tomogram
 from benchmarks._common import record, timed
@@ -48,7 +49,7 @@ def baseline_tilt(volume: np.ndarray, angles: np.ndarray, ctf: np.ndarray,
 
 def main() -> None:
     structures = {c: read_volume(MAPS / f"{c}.mrc")[0] for c in CLASSES}
-    s = Settings()
+    s = Settings.from_config(schema_defaults("simulate"))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         def whole():
