@@ -295,7 +295,7 @@ def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str
     affinity = spelled_as(affinity, list(dict.fromkeys(classes + list(lat["class"]))))
     with atomic_path(out["latents"]) as tmp:
         lat.to_parquet(tmp, index=False)
-    label = "aVAE" if meta.get("variant", "avae") == "avae" else "beta-VAE"
+    label = "aVAE" if meta["variant"] == "avae" else "beta-VAE"
     manifest = read_manifest(manifest_path)
     res = analyse_latents(lat, classes, affinity, cfg, seed, out, manifest, dpi, label)
     res["pose"], rot, frames = (pose_metrics(model, lat, classes, out, dpi, device, manifest,
