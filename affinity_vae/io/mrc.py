@@ -66,10 +66,9 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, voxel_size: float,
         raise ValueError(f"a stack must be (n, y, x) or (n, z, y, x), got shape {data.shape}")
     if not stack and data.ndim not in (2, 3):
         raise ValueError(f"a volume must be (y, x) or (z, y, x), got shape {data.shape}")
-    with atomic_path(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(data)
-            if stack and data.ndim == 3:
-                mrc.set_image_stack()  # 4D data is a volume stack already
-            mrc.voxel_size = voxel_size
-            mrc.update_header_stats()
+    with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(data)
+        if stack and data.ndim == 3:
+            mrc.set_image_stack()  # 4D data is a volume stack already
+        mrc.voxel_size = voxel_size
+        mrc.update_header_stats()
