@@ -3,7 +3,7 @@
 - ``soap``: normalised average SOAP power spectra (dscribe), rotation/translation invariant.
 - ``fsc``: shell-weighted mean FSC of densities after principal-axes alignment and a rotation
   search.
-- ``matrix``: the validator :func:`read_affinity` (used by training and evaluation), overrides,
+- ``matrix``: overrides (the reader :func:`read_affinity` is affinity_vae.io.affinity_csv's, re-exported),
   scale, CSV writer, heatmap ordered by hierarchical clustering.
 - ``inputs``: the classes of a structures folder.
 - ``stage``: :func:`compute_affinity` (dispatch on the method) and the rule entries :func:`main`
