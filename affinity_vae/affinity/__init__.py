@@ -3,8 +3,8 @@
 - ``soap``: normalised average SOAP power spectra (dscribe), rotation/translation invariant.
 - ``fsc``: shell-weighted mean FSC of densities after principal-axes alignment and a rotation
   search.
-- ``matrix``: overrides (the reader :func:`read_affinity` is affinity_vae.io.affinity_csv's, re-exported),
-  scale, CSV writer, heatmap ordered by hierarchical clustering.
+- ``matrix``: overrides (the reader :func:`read_affinity` is affinity_vae.io.affinity_csv's,
+  re-exported), scale, CSV writer, heatmap ordered by hierarchical clustering.
 - ``inputs``: the classes of a structures folder.
 - ``stage``: :func:`compute_affinity` (dispatch on the method) and the rule entries :func:`main`
   (rule ``affinity_method``) and :func:`main_matrix` (rule ``affinity_matrix``).
