@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 CORES  ?= all
 CONFIG ?= config/config.yaml
 
-.PHONY: demo test venv clean benchmark paper paper-quick
+.PHONY: demo test venv clean benchmark benchmark-quick paper paper-quick
 
 venv: $(BIN)/.installed
 
@@ -51,8 +51,12 @@ paper: venv
 paper-quick: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m affinity_vae.paper run --quick $(PAPER_ARGS)
 
+# Every figure, the scaling tables and BENCHMARKS.md (hours on 2 cores); benchmark-quick: small sizes.
 benchmark: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks
+
+benchmark-quick: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks --quick
 
 clean:
 	rm -rf results .snakemake
