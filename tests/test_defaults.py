@@ -194,7 +194,6 @@ def _schema_defaults_by_key() -> dict[str, list[Any]]:
 NOT_CONFIG = {
     ("affinity_vae/figures.py", "groups"): "metrics.json's per-model group F1 scores",
     ("affinity_vae/figures.py", "tm"): "the rule's named inputs (smk.input), an optional file",
-    ("affinity_vae/evaluate/model_eval.py", "variant"): "the trained model's meta (model.pt)",
 }
 
 
