@@ -5,6 +5,7 @@ rotations are the true ones (frame fit, subtomogram averages), Table 1, predict 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,22 @@ def test_separated_latents_classify_perfectly(method):
     assert res["macro_f1"] == 1.0 and res["accuracy"] == 1.0
     assert info["cv_macro_f1"] == pytest.approx(1.0)
     assert set(res["per_class"]) == set(CLASSES)
+
+
+def test_mlp_grid_converges_on_small_noisy_latents():
+    """An MLP of the default grid on 10 noisy particles a class (as a small run's latents):
+    every fit converges (at lbfgs max_iter 1000 this point gave 2 ConvergenceWarnings)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    lat = latents(noise=0.8, n_train=10)
+    fit = (lat["split"] == "train").to_numpy()
+    mu = lat.filter(like="mu_").to_numpy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classify.fit_classifier(mu[fit], lat["class"][fit],
+                                schema_defaults("evaluate", {"cv_folds": 3, "mlp_hidden": [[32]],
+                                                             "mlp_alpha": [0.01]}), seed=0)
+    assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
 
 
 def test_metrics_known_confusions():
