@@ -374,4 +374,4 @@ def main(smk: Any) -> None:
     out = {k: str(v) for k, v in smk.output.items()}
     tm = list(smk.input.get("tm", None) or [])
     make_figures(Path(smk.input.metrics).parent, smk.input.affinity, out,
-                 int(smk.params.report.get("dpi", 150)), tm[0] if tm else None)
+                 int(smk.params.report["dpi"]), tm[0] if tm else None)

@@ -88,7 +88,7 @@ def main() -> None:
                        TM["mask_radius_A"], PHYSICS, TM["rotation_batch"])
         sec = time.perf_counter() - t0
         pred = np.array(names, object)[res.scores.argmax(1)]
-        f1 = score(labels, pred, names, None, {})["macro_f1"]
+        f1 = score(labels, pred, names, None, schema_defaults("evaluate"))["macro_f1"]
         own = res.rotations[res.rot_index[np.arange(len(labels)),
                                           [names.index(c) for c in labels]]]
         pose, _ = pose_errors(own, true, labels, groups, np.random.default_rng(0))

@@ -11,11 +11,13 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.evaluate import metrics, tm, tm_run
 from affinity_vae.rotation import angular_distance, rotate_volume
 from affinity_vae.symmetry import symmetric_error
 
 torch.set_num_threads(1)
+CFG = schema_defaults("evaluate")
 N = 24
 VOXEL = 10.0
 
@@ -94,12 +96,12 @@ def test_pure_noise_gives_a_low_peak():
 def test_tm_is_scored_by_the_models_code():
     classes = ["1s3x", "3qm1", "5mrc", "4cr2"]
     y = np.array(classes * 3, dtype=object)
-    perfect = tm_run.score(y, y, classes, None, {})
+    perfect = tm_run.score(y, y, classes, None, CFG)
     assert perfect["macro_f1"] == 1.0 and perfect["accuracy"] == 1.0
-    assert perfect["groups"] == {"size/large": 1.0, "size/small": 1.0}
+    assert perfect["groups"]["size/large"] == perfect["groups"]["size/small"] == 1.0
     wrong = y.copy()
     wrong[y == "1s3x"] = "3qm1"
-    res = tm_run.score(y, wrong, classes, None, {})
+    res = tm_run.score(y, wrong, classes, None, CFG)
     ref = metrics.classification_metrics(y, wrong, classes)
     assert res["macro_f1"] == ref["macro_f1"]
     small = metrics.mean_f1_by_group({c: v["f1"] for c, v in ref["per_class"].items()},

@@ -125,18 +125,19 @@ def data_transfer(grid: Grid, physics: Mapping | None) -> torch.Tensor:
     voltage_kv, cs_mm, amplitude_contrast; its leading minus makes protein dark) or, without a
     known CTF, -1 for dark particles (``dark``); negated when the boxes were inverted
     (``invert``). physics None: no filter."""
-    p = dict(physics or {})
     shape = (grid.w,) * 3
-    t = wedge_mask(shape, p.get("tilt_range"), rfft=True).astype(np.float64)
-    mic = p.get("microscope")
+    p = dict(physics) if physics is not None else {
+        "tilt_range": None, "microscope": None, "dark": False, "invert": False}
+    t = wedge_mask(shape, p["tilt_range"], rfft=True).astype(np.float64)
+    mic = p["microscope"]
     if mic:
         kz, ky, kx = fourier_grid(shape, rfft=True)
         k = np.sqrt(kz ** 2 + ky ** 2 + kx ** 2) / grid.voxel
         t = t * ctf_radial(k, float(mic["defocus_um"]), float(mic["voltage_kv"]),
                            float(mic["cs_mm"]), float(mic["amplitude_contrast"]))
-    elif p.get("dark"):
+    elif p["dark"]:
         t = -t
-    if p.get("invert"):
+    if p["invert"]:
         t = -t
     return torch.from_numpy(t.astype(np.float32))
 

@@ -129,10 +129,10 @@ def pose_errors(pred: np.ndarray, true: np.ndarray, labels: Sequence[str],
 def score(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
           manifest: pd.DataFrame | None, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The models' classification scoring (affinity_vae.evaluate.metrics): macro/micro-F1,
-    accuracy, per_class, groups (the paper's: mean per-class F1), groups_merged."""
+    accuracy, per_class, groups (the paper's: mean per-class F1), groups_merged; ``cfg``: the
+    ``evaluate`` section (its structural_groups and groups)."""
     res = metrics.classification_metrics(y_true, y_pred, classes)
-    schemes = metrics.build_groups(classes, manifest, cfg.get("structural_groups", {}),
-                                   cfg.get("groups", {}))
+    schemes = metrics.build_groups(classes, manifest, cfg["structural_groups"], cfg["groups"])
     res["groups"] = metrics.group_f1(res["per_class"], schemes)
     res["groups_merged"] = metrics.merged_group_f1(y_true, y_pred, schemes)
     return res
@@ -170,8 +170,8 @@ def template_match(stacks: Sequence[str], stars: Sequence[str], affinity_path: s
              len(classes), len(rots), tm_cfg["angular_step_deg"])
     t0 = time.perf_counter()
     res = match(X[test], dens, voxel, rots, float(tm_cfg["lowpass_A"]),
-                int(tm_cfg["max_shift_vox"]), tm_cfg.get("mask_radius_A"), physics,
-                int(tm_cfg.get("rotation_batch", 32)), progress=True)
+                int(tm_cfg["max_shift_vox"]), tm_cfg["mask_radius_A"], physics,
+                int(tm_cfg["rotation_batch"]), progress=True)
     seconds = time.perf_counter() - t0
     labels = table["avaeClass"].astype(str).to_numpy()[test]
     win = res.scores.argmax(1)
@@ -208,9 +208,10 @@ def template_match(stacks: Sequence[str], stars: Sequence[str], affinity_path: s
 
 
 def _filter_name(physics: Mapping[str, Any] | None) -> str:
-    p = dict(physics or {})
-    parts = (["missing wedge"] if p.get("tilt_range") else []) + (
-        ["CTF"] if p.get("microscope") else [])
+    if physics is None:
+        return "none"
+    parts = (["missing wedge"] if physics["tilt_range"] else []) + (
+        ["CTF"] if physics["microscope"] else [])
     return " x ".join(parts) or "none"
 
 
