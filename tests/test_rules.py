@@ -91,3 +91,43 @@ def test_every_job_rule_has_one_source_of_threads_and_resources(monkeypatch):
         assert in_rule <= SIZED_IN_RULE, f"{rule}: rule sets {in_rule - SIZED_IN_RULE}"
         assert not in_rule & in_profile, f"{rule}: {in_rule & in_profile} set twice"
         assert {"mem_mb", "runtime"} <= in_rule | in_profile, f"{rule}: needs mem_mb and runtime"
+
+
+# ------------------------------------------------------------ rule helpers in their own file
+RULES_DIR = REPO / "workflow" / "rules"
+DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
+INCLUDE = re.compile(r"^include:\s*[\"'](?P<path>[^\"']+)[\"']", re.MULTILINE)
+#: files that may use other stages' helpers: common.smk (the targets of `all`, called after
+#: every include) and the report stage, which draws the evaluation's outputs (the evaluate
+#: stage's, whose helpers evaluate_functions.smk holds, and the template-matching baseline's)
+SHARED = {"report.smk": {"evaluate_functions.smk", "template_match.smk"}}
+
+
+def _defs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(rule file name -> the functions it defines, rule file name -> the files it includes)."""
+    defs, includes = {}, {}
+    for smk in sorted(RULES_DIR.glob("*.smk")):
+        text = smk.read_text()
+        defs[smk.name] = set(DEF.findall(text))
+        includes[smk.name] = {Path(m.group("path")).name for m in INCLUDE.finditer(text)}
+    return defs, includes
+
+
+def test_a_stage_uses_only_its_own_and_the_common_helpers():
+    """A rule file that used another stage's input functions would work only while that file
+    is included first (predict's helpers once lived in evaluate_functions.smk)."""
+    defs, includes = _defs()
+    problems = []
+    for name in defs:
+        if name == "common.smk":
+            continue
+        text = (RULES_DIR / name).read_text()
+        mine = {name, "common.smk"} | includes[name] | SHARED.get(name, set())
+        for other, funcs in defs.items():
+            if other in mine:
+                continue
+            used = sorted(f for f in funcs if re.search(rf"\b{f}\b", text))
+            if used:
+                problems.append(f"{name} uses {used} of {other}")
+    assert not problems, "move the helpers to the stage that uses them or to common.smk:\n" \
+        + "\n".join(problems)

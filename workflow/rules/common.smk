@@ -178,6 +178,12 @@ def train_variants():
 eval_variants = train_variants  # TODO(coordinator): report.smk -> train_variants(), then drop
 
 
+def eval_is_2d():
+    """True for 2D data (the alphanumeric glyph experiment): evaluate, figures and the
+    template-matching baseline treat it apart."""
+    return config["dataset"]["source"] == "alphanumeric"
+
+
 # --- the data's imaging settings (train: augmentation wedge and GMD forward model; evaluate) ---
 def data_tilt_range():
     """[first, last] tilt angle in degrees of the tilt series behind the boxes (the missing

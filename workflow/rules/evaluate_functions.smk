@@ -1,10 +1,6 @@
 # Helper functions of the evaluate and figures rules (evaluate.smk, report.smk): which outputs
-# a run's models and figures have. The models a run has: train_variants() (common.smk).
-
-
-def eval_is_2d():
-    """True for 2D data (the alphanumeric glyph experiment)."""
-    return config["dataset"]["source"] == "alphanumeric"
+# a run's models and figures have. The models a run has: train_variants(), 2D or 3D data:
+# eval_is_2d() (common.smk, used by other stages too).
 
 
 def eval_pose_dims(variant):
