@@ -90,7 +90,7 @@ def test_bad_settings_raise_one_line_input_errors(tmp_path, change, unseen, matc
 
 def test_glyph_affinity_file_is_a_valid_prior_with_v_nearest_u(tmp_path):
     df = write_glyph_affinity(tmp_path / "glyph.csv", tmp_path / "glyph.png",
-                              ["b", "d", "2", "u", "v"], angle_step=6)
+                              ["b", "d", "2", "u", "v"], 32, angle_step=6)
     back = read_affinity(tmp_path / "glyph.csv", scale="unit")
     assert list(back.index) == ["b", "d", "2", "u", "v"]
     assert np.allclose(back.to_numpy(), df.to_numpy(), atol=1e-6)

@@ -326,8 +326,11 @@ def test_classes_csv_keeps_the_unseen_classes(tmp_path):
                                                "unseen_classes": ["4CR2"]},
            "affinity": {"method": "file", "path": str(csv)}, "model": {"depth": 2}}
     planned(cfg)
-    table = import_folder(folder, tmp_path / "i.mrcs", tmp_path / "i.star", Settings(), 10.0,
-                          {"test": 0.0}, 0, unseen=["4CR2"])
+    from affinity_vae.config import schema_defaults
+
+    table = import_folder(folder, tmp_path / "i.mrcs", tmp_path / "i.star",
+                          Settings.from_config(schema_defaults("extract")), 10.0,
+                          {"test": 0.0, "validation": 0.0}, 0, unseen=["4CR2"])
     assert (table.groupby("avaeClass")["avaeSplit"].first().to_dict()
             == {"1bxn": "train", "3qm1": "train", "4cr2": "unseen"})
     assert len(read_star(tmp_path / "i.star")) == 8

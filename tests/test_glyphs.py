@@ -5,7 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affinity_vae.glyphs import _ncc, glyph_affinity, make_dataset, render_glyph, rotate
+from affinity_vae.config import schema_defaults
+from affinity_vae.glyphs import _ncc, glyph_affinity, render_glyph, rotate
+from affinity_vae.glyphs import make_dataset as _make_dataset
+
+
+def make_dataset(chars=None, seed=0, **given):
+    """Glyph images as dataset.alphanumeric makes them (the schema's defaults), noise-free and
+    unscaled unless ``given`` says otherwise."""
+    cfg = {**schema_defaults("dataset")["alphanumeric"], "noise_std": 0.0, "scale_jitter": 0.0,
+           **given}
+    return _make_dataset(cfg["chars"] if chars is None else chars, cfg["n_per_class"],
+                         cfg["size"], cfg["max_angle"], cfg["noise_std"], cfg["scale_jitter"],
+                         seed)
 
 
 def test_glyphs_are_centred_with_holes():
@@ -42,7 +54,7 @@ def test_dataset_is_deterministic_and_noise_has_the_configured_std():
 
 
 def test_affinity_is_a_valid_matrix_with_the_papers_pairings():
-    aff = glyph_affinity(("b", "d", "i", "j", "u", "v"), angle_step=5)
+    aff = glyph_affinity(("b", "d", "i", "j", "u", "v"), 32, angle_step=5)
     m = aff.to_numpy()
     assert np.allclose(m, m.T) and np.allclose(np.diag(m), 1) and m.min() >= 0 and m.max() <= 1
     # near-twins are closer than unrelated glyphs, and v's most affine class is u
@@ -52,7 +64,7 @@ def test_affinity_is_a_valid_matrix_with_the_papers_pairings():
 
 
 def test_rotated_glyph_has_affinity_one_with_itself():
-    aff = glyph_affinity(("z",), angle_step=5)
+    aff = glyph_affinity(("z",), 32, angle_step=5)
     assert aff.loc["z", "z"] == 1.0
     upright = render_glyph("z", 32)
     assert max(_ncc(upright, rotate(rotate(upright, 30), -a)) for a in range(0, 60, 5)) > 0.98

@@ -78,7 +78,8 @@ def test_forward_model_predicts_the_simulated_reconstruction():
     for cen, s in zip(rng.uniform(-5, 5, (4, 3)), (1.5, 2.0, 2.5, 1.8)):
         vol += np.exp(-((x - cen[0]) ** 2 + (y - cen[1]) ** 2 + (z - cen[2]) ** 2) / (2 * s * s))
     vol = vol.astype(np.float32)
-    mic = tilt.Microscope(defocus_um=PHYSICS["defocus_um"])
+    mic = tilt.Microscope(PHYSICS["defocus_um"], PHYSICS["voltage_kv"], PHYSICS["cs_mm"],
+                          PHYSICS["amplitude_contrast"])
     angles = tilt.tilt_angles(PHYSICS["tilt_range"], 2.0)
     op = tilt.projector(vol.shape, angles)
     images = tilt.apply_ctf(tilt.project(vol, op), tilt.ctf_2d((n, n), PHYSICS["voxel_size"], mic))

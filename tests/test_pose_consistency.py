@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO
 from scipy.stats import spearmanr
 
-from affinity_vae.config import check_config
+from affinity_vae.config import check_config, schema_defaults
 from affinity_vae.data import TrainingData, rotate_inplane
 from affinity_vae.errors import InputError
 from affinity_vae.glyphs import make_dataset, render_glyph, rotate
@@ -56,6 +56,12 @@ def test_loss_is_zero_only_for_an_equivariant_pose():
         pose_consistency_loss(torch.zeros(3, 0), torch.zeros(3, 0), angles)
 
 
+def _fit(data: TrainingData, model: dict, train: dict, *args, **kwargs):
+    """train.fit with config sections model and train: the schema's defaults with these."""
+    return fit(data, schema_defaults("model", model), schema_defaults("train", train), *args,
+               **kwargs)
+
+
 def _glyph_pose(weight: float, decoder: str = "cnn") -> tuple[float, list[float]]:
     """Train on four glyphs (60 each, rotated within +-45 degrees); pooled and per-glyph
     Spearman rho of pose_0 with theta on 25 fresh images per glyph."""
@@ -65,7 +71,7 @@ def _glyph_pose(weight: float, decoder: str = "cnn") -> tuple[float, list[float]
     labels = torch.as_tensor([chars.index(c) for c in table["class"]])
     data = TrainingData(torch.from_numpy(X[:, None]), labels, torch.zeros(0, 1, 32, 32),
                         torch.zeros(0, dtype=torch.long), chars, torch.eye(4) * 0.7 + 0.3)
-    model, _ = fit(data, {"decoder": decoder, "latent_dims": 4, "pose_dims": 1, "channels": 8,
+    model, _ = _fit(data, {"decoder": decoder, "latent_dims": 4, "pose_dims": 1, "channels": 8,
                           "depth": 3, "batch_norm": False},
                    {"epochs": 25, "batch_size": 64, "augment": "none",
                     "pose_consistency": {"weight": weight}}, 0, None, "cpu", progress=False)
@@ -100,7 +106,7 @@ def test_3d_term_needs_the_rotation_head():
                         torch.zeros(0, 1, 8, 8, 8), torch.zeros(0, dtype=torch.long), ["a"],
                         torch.ones(1, 1))
     with pytest.raises(InputError, match="train.pose_consistency.weight"):
-        fit(data, {"depth": 2, "pose_dims": 1}, {"epochs": 1,
+        _fit(data, {"depth": 2, "pose_dims": 1}, {"epochs": 1,
                                                   "pose_consistency": {"weight": 1.0}},
             0, None, "cpu", progress=False)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from affinity_vae.config import schema_defaults
 from affinity_vae.data import TrainingData
 from affinity_vae.errors import InputError
 from affinity_vae.model.pose_head import (
@@ -21,6 +22,11 @@ from affinity_vae.model.pose_head import (
 )
 from affinity_vae.model.vae import AffinityVAE
 from affinity_vae.train import fit, random_rotations
+
+
+def _vae(cfg: dict, box: tuple[int, ...]) -> AffinityVAE:
+    """A model from the schema's config section ``model`` with ``cfg`` given."""
+    return AffinityVAE(schema_defaults("model", cfg), box)
 
 
 def _rots(n: int, seed: int = 0) -> torch.Tensor:
@@ -81,7 +87,7 @@ def test_branch_vectors_are_map_weighted_positions_from_the_centre_voxel():
 
 
 def test_rotation_head_model_gives_rotations_and_bad_boxes_are_refused():
-    model = AffinityVAE({"pose_head": "rotation", "depth": 2, "channels": 4,
+    model = _vae({"pose_head": "rotation", "depth": 2, "channels": 4,
                          "latent_dims": 4}, (16, 16, 16))
     assert model.pose_dims == 6 and model.has_rotation_head
     x = torch.randn(3, 1, 16, 16, 16)
@@ -89,9 +95,9 @@ def test_rotation_head_model_gives_rotations_and_bad_boxes_are_refused():
     rot = model.pose_rotation(pose)
     assert torch.allclose(rot @ rot.transpose(1, 2), torch.eye(3).expand(3, 3, 3), atol=1e-4)
     with pytest.raises(InputError, match="model.pose_head"):
-        AffinityVAE({"pose_head": "rotation", "depth": 1}, (18, 18, 18))
+        _vae({"pose_head": "rotation", "depth": 1}, (18, 18, 18))
     with pytest.raises(InputError, match="model.pose_head"):
-        AffinityVAE({"pose_head": "rotation", "depth": 2}, (16, 16))
+        _vae({"pose_head": "rotation", "depth": 2}, (16, 16))
 
 
 def test_random_rotations_are_rotations_and_limited_when_asked():
@@ -128,7 +134,8 @@ def test_pose_consistency_trains_in_3d_and_lowers_its_term():
     train_cfg = {"epochs": 20, "batch_size": 8, "learning_rate": 2e-3, "augment": "none",
                  "pose_consistency": {"weight": 1.0}}
     torch.set_num_threads(1)
-    _, hist = fit(data, model_cfg, train_cfg, 0, None, "cpu", progress=False,
+    _, hist = fit(data, schema_defaults("model", model_cfg), schema_defaults("train", train_cfg),
+                  0, None, "cpu", progress=False,
                   tilt_range=(-60, 60))
     assert hist["train_pose"].iloc[0] > 0
     assert hist["train_pose"].iloc[-3:].mean() < 0.7 * hist["train_pose"].iloc[:2].mean()
@@ -151,7 +158,7 @@ def test_moment_frame_turns_with_the_particle():
 
 
 def test_moments_head_model_has_no_pose_parameters():
-    model = AffinityVAE({"pose_head": "moments", "depth": 2, "channels": 4,
+    model = _vae({"pose_head": "moments", "depth": 2, "channels": 4,
                          "latent_dims": 4}, (16, 16, 16))
     assert model.pose_dims == 6 and model.has_rotation_head
     assert not any("rotation" in n for n, _ in model.named_parameters())
