@@ -11,7 +11,7 @@ size trains the aVAE and the beta-VAE (``affinity_vae.train.variant_configs`` + 
 pipeline's model/train config) with the SAME BUDGET: by default the same number of optimiser
 steps (``--budget steps``: ``--epochs`` at the largest size, proportionally more epochs for
 smaller sets, so a small set is not also under-trained); ``--budget epochs`` keeps the epochs.
-Scoring is the evaluate stage's own (``affinity_vae.evaluate.run.analyse_latents``: the
+Scoring is the evaluate stage's own (``affinity_vae.evaluate.analyse.analyse_latents``: the
 grid-searched classifier fitted on train + validation latents, F1 on the test tomograms), and a
 size group's score is the paper's: the mean per-class F1 of its classes (``mean_f1_by_group``).
 
@@ -222,7 +222,8 @@ def train_and_score(X: np.ndarray, sub: pd.DataFrame, rows: np.ndarray, affinity
     from affinity_vae.data import training_data
     from affinity_vae.evaluate.encode import encode
     from affinity_vae.evaluate.latents import latents_frame
-    from affinity_vae.evaluate.run import analyse_latents, read_affinity
+    from affinity_vae.evaluate.analyse import analyse_latents
+    from affinity_vae.io.affinity_csv import read_affinity
     from affinity_vae.model.vae import check_architecture
     from affinity_vae.train import fit, resolve_device, variant_configs
 

@@ -43,7 +43,7 @@ def test_metrics_hold_every_key_of_the_contract(metrics):
 
 def test_avae_classifies_the_test_tomogram_far_above_chance(metrics):
     seen = len(metrics["per_class"])
-    chance = 1 / seen  # 5 seen classes -> 0.2; measured 0.49
+    chance = 1 / seen  # 5 seen classes -> 0.2; measured 0.435
     assert metrics["macro_f1"] >= chance + 0.15
     assert metrics["accuracy"] >= chance + 0.15
 
