@@ -220,9 +220,9 @@ def train_and_score(X: np.ndarray, sub: pd.DataFrame, rows: np.ndarray, affinity
     import torch
 
     from affinity_vae.data import training_data
+    from affinity_vae.evaluate.analyse import analyse_latents
     from affinity_vae.evaluate.encode import encode
     from affinity_vae.evaluate.latents import latents_frame
-    from affinity_vae.evaluate.analyse import analyse_latents
     from affinity_vae.io.affinity_csv import read_affinity
     from affinity_vae.model.vae import check_architecture
     from affinity_vae.train import fit, resolve_device, variant_configs

@@ -1,5 +1,6 @@
 """No-op Snakemake: how long `snakemake` takes to say "Nothing to be done" on a finished run of the
-default config (config/config.yaml), run name bench_noop. Goal: < 5 s. Makes the default run first when it is missing
+default config (config/config.yaml), run name bench_noop. Goal: < 5 s. Makes the default run first
+when it is missing
 or out of date (minutes). Also records the floor under it: importing Snakemake's CLI alone."""
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Runs ``snakemake --cores 2`` on config/config.yaml from scratch under its own ru
 (results/bench_pipeline, removed first), times the whole process, and reads every rule's
 ``benchmark:`` TSV (results/<run>/benchmarks/<stage>[/<job>].tsv, column ``s``). Table
 ``pipeline`` (scaling.json): stage, jobs, summed job seconds, longest job, share of all job
-seconds, summed seconds / wall; figure ``pipeline_default_wall_s`` with the recorded "before" wall as baseline
+seconds, summed seconds / wall; figure ``pipeline_default_wall_s`` with the recorded "before" wall
+as baseline
 (benchmarks/pipeline_baseline.json, the same table of an earlier run).
 
     python -m benchmarks.bench_pipeline [--cores 2] [--config config/config.yaml]

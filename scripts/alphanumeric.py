@@ -2,4 +2,4 @@
 from affinity_vae.alphanumeric import main_dataset
 from affinity_vae.runner import run
 
-run(snakemake, main_dataset)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main_dataset)

@@ -2,4 +2,4 @@
 from affinity_vae.denoise import main
 from affinity_vae.runner import run
 
-run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main)

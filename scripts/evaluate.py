@@ -2,4 +2,4 @@
 from affinity_vae.evaluate.run import main_variant
 from affinity_vae.runner import run
 
-run(snakemake, main_variant)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main_variant)

@@ -14,4 +14,4 @@ def main(smk):
     import_tomogram(ds, smk.wildcards.tomo, Path(smk.output.locations).parent)
 
 
-run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main)

@@ -2,4 +2,4 @@
 from affinity_vae.predict import main_extract
 from affinity_vae.runner import run
 
-run(snakemake, main_extract)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main_extract)

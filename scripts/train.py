@@ -2,4 +2,4 @@
 from affinity_vae.runner import run
 from affinity_vae.train import main
 
-run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
+run(snakemake, main)

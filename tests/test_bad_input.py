@@ -361,4 +361,5 @@ def test_every_row_of_the_bad_input_table_names_an_existing_test():
         assert names, f"row {what!r} names no test"
         for path, func in names:
             text = (REPO / path).read_text()
-            assert re.search(rf"^def {func}\(", text, re.MULTILINE), f"{path}::{func} does not exist"
+            assert re.search(rf"^def {func}\(", text, re.MULTILINE), \
+                f"{path}::{func} does not exist"

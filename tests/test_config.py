@@ -84,7 +84,8 @@ def test_missing_predict_tomogram_is_named(tmp_path):
 def test_snakemake_stops_before_any_job(tmp_path):
     """A wrong key stops `snakemake` at parse time: non-zero exit, the key named, nothing run."""
     proc = subprocess.run(
-        snakemake_cmd("-n", "--cores", "1", "--config", "run=cfgtest", "simulate={'n_tomogram': 2}"),
+        snakemake_cmd("-n", "--cores", "1", "--config", "run=cfgtest",
+                      "simulate={'n_tomogram': 2}"),
         cwd=REPO, capture_output=True, text=True,
     )
     assert proc.returncode != 0
@@ -95,7 +96,8 @@ def test_snakemake_stops_before_any_job(tmp_path):
 
 def test_nested_command_line_values_keep_their_types():
     """snakemake --config section='{key: 2}' delivers '2' as a string; the schema's type wins."""
-    cfg = {"simulate": {"n_tomograms": "2"}, "seed": "3", "dataset": {"splits": {"test": ["model_1"]}}}
+    cfg = {"simulate": {"n_tomograms": "2"}, "seed": "3",
+           "dataset": {"splits": {"test": ["model_1"]}}}
     check_config(cfg, SCHEMA)
     assert cfg["simulate"]["n_tomograms"] == 2 and cfg["seed"] == 3
     assert cfg["dataset"]["splits"]["test"] == ["model_1"]  # strings stay strings

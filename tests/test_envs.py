@@ -210,7 +210,7 @@ class Closure:
                 if target and target[1] is None:  # module.function
                     self.visit(target[0], sub.attr)
 
-    def script(self, path: Path) -> "Closure":
+    def script(self, path: Path) -> Closure:
         """Run a rule's script: its imports, and whatever it calls at module level."""
         name = "__script__"
         self.load(name, path)

@@ -59,7 +59,8 @@ def test_affinity_reader_imports_only_numpy_pandas_and_the_package():
              if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
     assert tops - set(sys.stdlib_module_names) <= {"numpy", "pandas", "affinity_vae"}
     code = ("import sys; import affinity_vae.io.affinity_csv; "
-            "print(sorted(m for m in ('torch', 'scipy', 'mrcfile', 'sklearn') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'scipy', 'mrcfile', 'sklearn')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, text=True, check=True,
                          capture_output=True).stdout
     assert out.strip() == "[]"

@@ -89,8 +89,8 @@ def test_unseen_particles_never_enter_training(run):
     tables = [starfile.read(p) for p in sorted((run / "subtomos").glob("*.star"))]
     table = pd.concat(tables)
     assert (table.loc[table["avaeClass"] == "ring7", "avaeSplit"] == "unseen").all()
-    assert meta["n_train"] + meta.get("n_validation", 0) == (table["avaeSplit"] == "train").sum() + (
-        table["avaeSplit"] == "validation").sum()
+    fitted = (table["avaeSplit"] == "train").sum() + (table["avaeSplit"] == "validation").sum()
+    assert meta["n_train"] + meta.get("n_validation", 0) == fitted
 
 
 def test_stacks_and_star_tables_agree(run):

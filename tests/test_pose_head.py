@@ -127,7 +127,8 @@ def _asym_boxes(n: int, box: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 
 def test_pose_consistency_trains_in_3d_and_lowers_its_term():
     x, _ = _asym_boxes(48, 16, 0)
-    data = TrainingData(x, torch.zeros(48, dtype=torch.long), x[:8], torch.zeros(8, dtype=torch.long),
+    data = TrainingData(x, torch.zeros(48, dtype=torch.long), x[:8],
+                        torch.zeros(8, dtype=torch.long),
                         ["a"], torch.ones(1, 1))
     model_cfg = {"pose_head": "rotation", "depth": 2, "channels": 4, "latent_dims": 4,
                  "pose_channels": 8, "pose_lowpass": 0}

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import starfile
 import yaml
+from conftest import REPO, snakemake_cmd
+from workflow_helpers import TINY, TINY_RUN, ensure_tiny_run, snakemake
 
 from affinity_vae.io.shrec import read_particle_locations
 from affinity_vae.io.star import UNLABELLED
-from conftest import REPO, snakemake_cmd
-from workflow_helpers import TINY, TINY_RUN, ensure_tiny_run, snakemake
 
 pytestmark = pytest.mark.slow
 

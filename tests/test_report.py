@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, snakemake_cmd
 
 pytestmark = pytest.mark.slow
@@ -140,11 +139,11 @@ def test_report_renders_in_headless_chromium(report_html, browser):
     for path in images:
         browser.execute_script(
             "app.setView({content: 'img', contentPath: results[arguments[0]].data_uri});", path)
-        size = _wait(browser, "const u = results[%s].data_uri;"
+        size = _wait(browser, f"const u = results[{json.dumps(path)}].data_uri;"
                               "const i = [...document.querySelectorAll('#app img')]"
                               ".find(x => x.src == u);"
                               "return i && i.complete && i.naturalWidth > 0 ? "
-                              "[i.naturalWidth, i.naturalHeight] : null;" % json.dumps(path))
+                              "[i.naturalWidth, i.naturalHeight] : null;")
         assert size and min(size) > 50, f"{path} did not render"
         ok, painted = not_blank(browser.get_screenshot_as_png())
         assert ok, f"{path} renders blank ({painted:.4f} painted)"

@@ -9,8 +9,12 @@ import pytest
 
 from affinity_vae.errors import InputError
 from affinity_vae.io.mrc import write_volume
-from affinity_vae.io.shrec import (COLUMNS, read_particle_locations, read_shrec_folder,
-                                   write_particle_locations)
+from affinity_vae.io.shrec import (
+    COLUMNS,
+    read_particle_locations,
+    read_shrec_folder,
+    write_particle_locations,
+)
 
 GOOD = """1BXN 10 20 5 12.5 80.0 -33.25
 3qm1 40.5 2 9 0 0 0

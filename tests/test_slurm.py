@@ -63,7 +63,8 @@ def test_every_job_rule_has_threads_memory_runtime(monkeypatch):
         assert rule in threads, f"profiles/default: set-threads lacks {rule}"
         have = set(res.get(rule, {})) | rules[rule]["resources"]  # the rule may size its memory
         assert {"mem_mb", "runtime"} <= have, \
-            f"profiles/default: set-resources.{rule} needs mem_mb (unless the rule sets it) and runtime"
+            f"profiles/default: set-resources.{rule} needs mem_mb (unless the rule sets it) and " \
+            "runtime"
     stale = (set(threads) | set(res)) - set(rules)
     assert not stale, f"profiles/default names rules that do not exist: {sorted(stale)}"
     assert res["train_model"]["gpu"] == 1 and "slurm_partition" not in res["train_model"]
@@ -156,7 +157,7 @@ def test_tiny_pipeline_through_slurm(slurm_cluster):
     remote = {r for r in rules if not rules[r]["local"]}
     ran = {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", out, re.M)}
     assert {s["rule"] for s in submitted} == ran & remote, out[-4000:]
-    assert not re.search(r"^localrule (%s):" % "|".join(remote), out, re.M)
+    assert not re.search(r"^localrule ({}):".format("|".join(remote)), out, re.M)
     for s in submitted:  # the job's own log, written by SLURM (sbatch --output)
         log = Path(s["log"])
         assert log.is_file() and "Finished jobid" in log.read_text(), s

@@ -64,7 +64,7 @@ with SnakemakeApi(OutputSettings()) as api:
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parsed_rules(configfile: Path = TINY) -> tuple[dict, ...]:
     """The rules Snakemake itself builds from the Snakefile for a config (rules made in loops
     included; rules inside a config `if` only when that branch is taken)."""

@@ -85,7 +85,8 @@ def read_structures_dir(folder: str | os.PathLike) -> ClassSet:
             df = pd.read_csv(manifest, dtype={"class": str, "family": str},
                              keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"{manifest}: unreadable ({exc}) -- re-run the structures stage")
+            raise InputError(f"{manifest}: unreadable ({exc}) -- re-run the structures stage"
+                             ) from None
         if "class" not in df.columns or df["class"].duplicated().any():
             raise InputError(f"{manifest}: needs a 'class' column of unique names -- re-run "
                              f"the structures stage")

@@ -53,7 +53,8 @@ def read_atoms(path: str | Path, species: list[str], other: str = "drop",
     try:
         st = gemmi.read_structure(str(path))
     except (RuntimeError, ValueError, OSError) as exc:
-        raise InputError(f"{path}: cannot read structure ({exc}) -- fix or replace the file")
+        raise InputError(f"{path}: cannot read structure ({exc}) -- fix or replace the file"
+                         ) from None
     st.remove_hydrogens()
     st.remove_waters()
     if len(st) == 0:

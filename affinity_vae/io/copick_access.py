@@ -58,8 +58,12 @@ class CopickSettings:
         if not spacing:
             raise InputError("config key 'dataset.copick.voxel_spacing' is required -- set it to "
                              "the voxel spacing (Angstrom) of the tomograms to read")
-        seq = (lambda v: None if v is None else tuple(str(x) for x in v))
-        opt = (lambda v: None if v is None else str(v))
+        def seq(v: Any) -> tuple[str, ...] | None:
+            return None if v is None else tuple(str(x) for x in v)
+
+        def opt(v: Any) -> str | None:
+            return None if v is None else str(v)
+
         return cls(Path(cp["config"]).expanduser(), str(cp["tomo_type"]), float(spacing),
                    seq(cp["runs"]), seq(cp["objects"]), opt(cp["picks_user_id"]),
                    opt(cp["picks_session_id"]), str(cp["user_id"]), str(cp["session_id"]))
@@ -136,7 +140,8 @@ def get_tomogram(run: Any, s: CopickSettings) -> Any:
     return tomos[0]
 
 
-def tomogram_scale0(tomogram: Any, s: CopickSettings, run: str) -> tuple[str, tuple[int, ...], float]:
+def tomogram_scale0(tomogram: Any, s: CopickSettings, run: str
+                    ) -> tuple[str, tuple[int, ...], float]:
     """(array path, (z, y, x) shape, voxel size in A) of the full-resolution scale of the
     tomogram's OME-Zarr, from its metadata only."""
     import zarr
