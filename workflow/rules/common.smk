@@ -175,9 +175,6 @@ def train_variants():
     return ["avae", "bvae"] if config["evaluate"]["baseline"] else ["avae"]
 
 
-eval_variants = train_variants  # TODO(coordinator): report.smk -> train_variants(), then drop
-
-
 def eval_is_2d():
     """True for 2D data (the alphanumeric glyph experiment): evaluate, figures and the
     template-matching baseline treat it apart."""

@@ -57,3 +57,5 @@ rule evaluate_summary:
 rule evaluate:
     input:
         f"{RUN}/eval/metrics.json",
+        # template matching's baseline (template_match.smk, included after this file)
+        lambda w: tm_metrics(),

@@ -7,7 +7,7 @@ rule figures_build:
         metrics=f"{RUN}/eval/metrics.json",
         variants=expand(
             f"{RUN}/eval/{{variant}}/{{file}}",
-            variant=eval_variants(),
+            variant=train_variants(),
             file=[
                 "similarity.csv",
                 "confusion_norm.csv",
@@ -15,7 +15,7 @@ rule figures_build:
                 "latents.parquet",
             ],
         ),
-        volumes=expand(f"{RUN}/eval/{{variant}}/volumes", variant=eval_variants()),
+        volumes=expand(f"{RUN}/eval/{{variant}}/volumes", variant=train_variants()),
         affinity=f"{RUN}/affinity/affinity.csv",
         tm=tm_metrics(),  # the template-matching column of Table 1 (template_match.smk)
     output:
