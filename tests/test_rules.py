@@ -99,8 +99,10 @@ DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
 INCLUDE = re.compile(r"^include:\s*[\"'](?P<path>[^\"']+)[\"']", re.MULTILINE)
 #: files that may use other stages' helpers: common.smk (the targets of `all`, called after
 #: every include) and the report stage, which draws the evaluation's outputs (the evaluate
-#: stage's, whose helpers evaluate_functions.smk holds, and the template-matching baseline's)
-SHARED = {"report.smk": {"evaluate_functions.smk", "template_match.smk"}}
+#: stage's, whose helpers evaluate_functions.smk holds, and the template-matching baseline's);
+#: and evaluate, whose target rule `evaluate` includes the template-matching baseline
+SHARED = {"report.smk": {"evaluate_functions.smk", "template_match.smk"},
+          "evaluate.smk": {"template_match.smk"}}
 
 
 def _defs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
