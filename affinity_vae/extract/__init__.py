@@ -211,15 +211,19 @@ def import_folder(folder: str | os.PathLike, stack: str | os.PathLike, star: str
     return table
 
 
-# ---------------------------------------------------------------- rule entry point
-def main(smk: Any) -> None:
-    """Rule `extract_tomogram` / `extract_imported`: see workflow/rules/extract.smk."""
+# ---------------------------------------------------------------- rule entry points
+def main_imported(smk: Any) -> None:
+    """Rule `extract_imported` (a subtomo_folder dataset): see workflow/rules/extract.smk."""
     s = Settings.from_config(smk.params.extract)
     ds = smk.params.dataset
-    if ds["source"] == "subtomo_folder":
-        import_folder(ds["path"], smk.output.stack, smk.output.star, s, ds["voxel_size"],
-                      ds["folder_splits"], smk.params.seed, ds["unseen_classes"])
-        return
+    import_folder(ds["path"], smk.output.stack, smk.output.star, s, ds["voxel_size"],
+                  ds["folder_splits"], smk.params.seed, ds["unseen_classes"])
+
+
+def main(smk: Any) -> None:
+    """Rule `extract_tomogram`: see workflow/rules/extract.smk."""
+    s = Settings.from_config(smk.params.extract)
+    ds = smk.params.dataset
     s.check()
     tomo = smk.wildcards.tomo
     split = tomogram_split(tomo, ds["splits"], smk.params.tomograms)

@@ -23,7 +23,7 @@ rule extract_imported:
         dataset=config["dataset"],
         seed=config["seed"],
     script:
-        "../../scripts/extract.py"
+        "../../scripts/extract_imported.py"
 
 
 rule extract_tomogram:
