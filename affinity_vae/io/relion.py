@@ -127,12 +127,12 @@ def read_tomograms(ds: Mapping[str, Any]) -> dict[str, TomogramInfo]:
         binning = float(row["rlnTomoTomogramBinning"]) if "rlnTomoTomogramBinning" in df else 1.0
         path = resolve_path(str(row[col]), star, rel["project_dir"])
         if all(s in df.columns for s in SIZE):
-            size = tuple(int(row[s]) for s in SIZE)
+            size: tuple[int, int, int] = (int(row[SIZE[0]]), int(row[SIZE[1]]), int(row[SIZE[2]]))
         else:  # no rlnTomoSize: the reconstruction's header (x, y, z) times the binning
             from affinity_vae.io.shrec import volume_header
 
             shape = volume_header(path)[0] if path.is_file() else (0, 0, 0)
-            size = tuple(round(n * binning) for n in shape[::-1])
+            size = (round(shape[2] * binning), round(shape[1] * binning), round(shape[0] * binning))
         out[name] = TomogramInfo(name, float(row["rlnTomoTiltSeriesPixelSize"]), binning,
                                  size, path)
     return out
@@ -260,14 +260,14 @@ def check_project(ds: Mapping[str, Any], voxel_size: float, read_mrc: bool = Tru
     classes: list[str] = []
     for name in names:
         loc = particle_locations(ds, name)
-        shape = np.asarray(info[name].shape_zyx, float)
+        zyx_shape = np.asarray(info[name].shape_zyx, float)
         xyz = loc[["x", "y", "z"]].to_numpy(float)
-        outside = np.any((xyz[:, ::-1] < 0) | (xyz[:, ::-1] >= shape), axis=1)
+        outside = np.any((xyz[:, ::-1] < 0) | (xyz[:, ::-1] >= zyx_shape), axis=1)
         if outside.any():
             i = int(np.argmax(outside))
             raise InputError(f"{pstar}: particle {i + 1} of tomogram '{name}' at voxel x,y,z "
                              f"{tuple(np.round(xyz[i], 2))} lies outside its "
-                             f"{tuple(int(s) for s in shape[::-1])} voxels -- fix its "
+                             f"{tuple(int(s) for s in zyx_shape[::-1])} voxels -- fix its "
                              f"coordinates (or rlnTomoSize/binning in {tstar}) or remove it")
         classes += list(loc["class"])
     return sorted(set(classes))
@@ -310,8 +310,8 @@ def header_tomogram(name: str, mrc: str | os.PathLike, voxel_size: float) -> Tom
     from affinity_vae.io.shrec import volume_header
 
     shape = volume_header(mrc)[0]
-    return TomogramInfo(name, float(voxel_size), 1.0, tuple(int(n) for n in shape[::-1]),
-                        Path(mrc))
+    z, y, x = (int(n) for n in shape)
+    return TomogramInfo(name, float(voxel_size), 1.0, (x, y, z), Path(mrc))
 
 
 def write_particles(table: pd.DataFrame, tomograms: Mapping[str, TomogramInfo],

@@ -48,7 +48,8 @@ class TomogramInfo:
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
         """(z, y, x) voxels of the reconstructed (binned) tomogram."""
-        return tuple(round(s / self.binning) for s in self.size[::-1])
+        x, y, z = (round(s / self.binning) for s in self.size)
+        return z, y, x
 
 
 # ---------------------------------------------------------------- conversions

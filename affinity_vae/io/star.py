@@ -11,6 +11,7 @@ import linecache
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,7 +152,7 @@ def _numeric(column: pd.Series, path: Path, name: str, fix: str,
     return values
 
 
-def _number(value: object) -> float:
+def _number(value: Any) -> float:
     """A STAR cell as a float (NaN when it is not one; booleans are not numbers)."""
     if isinstance(value, bool):
         return math.nan
