@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 CORES  ?= all
 CONFIG ?= config/config.yaml
 
-.PHONY: demo test venv clean benchmark benchmark-quick paper paper-quick
+.PHONY: demo test lint venv clean benchmark benchmark-quick paper paper-quick
 
 venv: $(BIN)/.installed
 
@@ -33,6 +33,10 @@ test: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests; fast=$$?; \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow $(SLOW_ORDER); slow=$$?; \
 	test $$fast -eq 0 -a $$slow -eq 0
+
+# snakemake --lint, snakefmt, ruff (pyproject [tool.ruff]) and mypy ([tool.mypy]); part of make test
+lint: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests/test_lint.py
 
 # The paper's SHREC runs (config/paper/) and Fig. 2, then results/paper/ (Table 1, fig2..fig7).
 # PAPER_STRUCTURES=DIR: a local folder of <id>.pdb/<id>.mrc in place of RCSB downloads;

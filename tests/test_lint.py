@@ -1,4 +1,4 @@
-"""Style of the workflow itself: Snakemake's linter has nothing to say, snakefmt changes nothing."""
+"""Style and types: snakemake --lint is silent, snakefmt changes nothing, ruff and mypy pass."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def test_snakefmt_check_passes():
         changed = re.findall(r"=+> Diff for (\S+) <=+", diff.stdout + diff.stderr)
         raise AssertionError(f"snakefmt --check . fails: would change {changed} "
                              f"(run `snakefmt .`):\n{(diff.stdout + diff.stderr)[-3000:]}")
+
+
+def test_ruff_check_passes():
+    """ruff with the rules in pyproject.toml ([tool.ruff]) on the whole tree."""
+    proc = subprocess.run([str(BIN / "ruff"), "check", "--output-format", "concise", "."],
+                          cwd=REPO, text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, f"ruff check . fails:\n{proc.stdout[-4000:]}{proc.stderr}"
+
+
+def test_mypy_passes_on_the_typed_core():
+    """mypy on the files pyproject.toml names ([tool.mypy]: io, rotation, model)."""
+    proc = subprocess.run([str(BIN / "mypy")], cwd=REPO, text=True, capture_output=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"mypy fails:\n{proc.stdout[-4000:]}{proc.stderr}"

@@ -23,7 +23,8 @@ def tm_metrics():
 
 def tm_physics():
     """The data's filter for the templates: tilt range (missing wedge), CTF settings, whether
-    the raw particles are dark (tomogram crops; not grandmodel/isolated), extract.invert."""
+    the raw particles are dark (tomogram crops; not grandmodel/isolated), extract.invert.
+    """
     return {
         "tilt_range": data_tilt_range(),
         "microscope": data_microscope(),
