@@ -58,7 +58,7 @@ from affinity_vae.model.vae import AffinityVAE, check_architecture
 log = logging.getLogger(__name__)
 
 #: Keys that do not change the result and so are not part of the checkpoint hash.
-_NOT_HASHED = ("checkpoint_every", "keep_checkpoints", "device")
+_NOT_HASHED = ("checkpoint_every", "keep_checkpoints", "device", "compile")
 TERMS = ("recon", "kl", "affinity", "pose", "total")
 HISTORY_COLUMNS = (["epoch", "beta", "gamma"] + [f"train_{t}" for t in TERMS]
                    + [f"val_{t}" for t in TERMS] + ["seconds"])
@@ -98,6 +98,17 @@ def config_hash(model_cfg: dict, train_cfg: dict, seed: int, data: TrainingData)
     for t in (data.x, data.labels, data.val_x, data.val_labels):
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of config key ``train.amp`` (none | bf16 | fp16) on ``device``: None
+    for none, and on CPU (ignored there, logged: slower without bf16 hardware; see the schema)."""
+    if amp == "none":
+        return None
+    if device.type != "cuda":
+        log.info("train.amp %s ignored on %s: training runs in float32", amp, device)
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
@@ -205,8 +216,12 @@ def _losses(model, x, labels, affinity, cfg, beta, gamma, draws=None, wedge=None
 
 def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: float,
               gen: torch.Generator, device: torch.device,
-              wedge: torch.Tensor | None = None) -> dict[str, float]:
-    """One pass over the shuffled training set; returns the sample-weighted mean losses."""
+              wedge: torch.Tensor | None = None, amp: torch.dtype | None = None,
+              scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One pass over the shuffled training set; returns the sample-weighted mean losses.
+
+    ``model`` may be a ``torch.compile``d module (train.compile); ``amp`` (amp_dtype) runs the
+    forward pass and losses under autocast, ``scaler`` (float16) scales the loss."""
     model.train()
     n, bs = data.x.shape[0], cfg["batch_size"]
     perm = torch.randperm(n, generator=gen)
@@ -218,12 +233,18 @@ def run_epoch(model, opt, data: TrainingData, cfg: dict, beta: float, gamma: flo
             break
         xb = augment(data.x[idx], cfg["augment"], gen, wedge).to(device, non_blocking=True)
         draws = _pose_draws(cfg, model, len(idx), gen)
-        terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma,
-                        draws, wedge)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            terms = _losses(model, xb, data.labels[idx].to(device), affinity, cfg, beta, gamma,
+                            draws, wedge)
         opt.zero_grad(set_to_none=True)
-        terms[-1].backward()
-        opt.step()
-        sums += torch.stack([t.detach().double().cpu() for t in terms]) * len(idx)
+        if scaler is not None:
+            scaler.scale(terms[-1]).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            terms[-1].backward()
+            opt.step()
+        sums += torch.stack([t.detach().double() for t in terms]).cpu() * len(idx)
         seen += len(idx)
     return dict(zip(TERMS, (sums / max(seen, 1)).tolist()))
 
@@ -273,6 +294,8 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     gen = torch.Generator().manual_seed(seed)
     model = AffinityVAE(model_cfg, data.box).to(device)
     opt = _make_optimizer(model, cfg)
+    amp = amp_dtype(cfg["amp"], device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     epochs = int(cfg["epochs"])
     betas, gammas = schedules.values(cfg["beta"], epochs), schedules.values(cfg["gamma"], epochs)
     history: list[dict[str, float]] = []
@@ -288,6 +311,8 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         gen.set_state(ck["generator"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         history = [dict(zip(ck["history"]["columns"], row)) for row in ck["history"]["rows"]]
         start = int(ck["epoch"])
         log.info("resuming from %s (epoch %d of %d)", path, start, epochs)
@@ -296,12 +321,15 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
     log.info("training %s decoder, %d train / %d validation particles, %d classes, box %s, "
              "%d epochs, device %s, %d thread(s)", model_cfg["decoder"], len(data.x),
              len(data.val_x), len(data.classes), data.box, epochs, device, torch.get_num_threads())
+    # train.compile: the training forward pass only (a wrapper; ``model`` and its state dict
+    # stay as they are, validation runs eagerly and does not trigger a second compilation)
+    step_model = torch.compile(model) if cfg["compile"] else model
     bar = tqdm(range(start, epochs), desc="train", unit="epoch", disable=not progress,
                initial=start, total=epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         beta, gamma = betas[epoch], gammas[epoch]
-        tr = run_epoch(model, opt, data, cfg, beta, gamma, gen, device, wedge_t)
+        tr = run_epoch(step_model, opt, data, cfg, beta, gamma, gen, device, wedge_t, amp, scaler)
         va = evaluate_losses(model, data.val_x, data.val_labels, data.affinity, cfg, beta,
                              gamma, device, wedge=wedge_t)
         if not math.isfinite(tr["total"]):
@@ -322,6 +350,7 @@ def fit(data: TrainingData, model_cfg: dict[str, Any], train_cfg: dict[str, Any]
                 "epoch": done, "config_hash": key, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "rng": rng_state(),
                 "generator": gen.get_state(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
                 "schedule": {"beta": cfg["beta"], "gamma": cfg["gamma"], "epochs": epochs},
                 "history": {"columns": HISTORY_COLUMNS,
                             "rows": [[r[c] for c in HISTORY_COLUMNS] for r in history]}})

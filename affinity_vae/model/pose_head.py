@@ -17,6 +17,7 @@ turns any 6-vector back into a rotation by Gram-Schmidt. Matrices act on (x, y, 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -140,6 +141,27 @@ def rotation_consistency_loss(v1: torch.Tensor, v2: torch.Tensor, g: torch.Tenso
     return equi + orthogonality * orth / 2
 
 
+@functools.lru_cache(maxsize=8)
+def _moment_basis(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device
+                  ) -> torch.Tensor:
+    """Products of the voxel positions p - c (c = n // 2, (x, y, z) order) of a box ``shape``
+    (D, H, W): (V, 9 + 27) = [p_i p_j (i, j), p_i p_j p_k (i, j, k)], V = D H W; cached, so a
+    batch's second and third moments are one matmul. Built outside inference mode, so a
+    tensor cached during inference can still be saved for a backward pass later."""
+    with torch.inference_mode(False):
+        return _products(shape, dtype, device)
+
+
+def _products(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device
+              ) -> torch.Tensor:
+    axes = [torch.arange(s, dtype=dtype, device=device) - s // 2 for s in shape]
+    z, y, xx = torch.meshgrid(*axes, indexing="ij")
+    p = torch.stack([xx, y, z], dim=-1).reshape(-1, 3)                 # (V, 3) in (x, y, z)
+    pp = (p[:, :, None] * p[:, None, :]).reshape(-1, 9)
+    ppp = (pp[:, :, None] * p[:, None, :]).reshape(-1, 27)
+    return torch.cat([pp, ppp], 1)
+
+
 def moment_frame(x: torch.Tensor, mask: torch.Tensor, transfer: torch.Tensor | None,
                  eps: float = 1e-6) -> torch.Tensor:
     """Principal-axes frame of each box: a rotation (N, 3, 3) that turns with the particle.
@@ -157,16 +179,13 @@ def moment_frame(x: torch.Tensor, mask: torch.Tensor, transfer: torch.Tensor | N
         h = torch.fft.irfftn(torch.fft.rfftn(x, dim=(-3, -2, -1)) * transfer, s=x.shape[-3:],
                              dim=(-3, -2, -1))
     w = (h * mask).pow(2).flatten(1)                                   # (N, V)
-    d, hh, ww = x.shape[-3:]
-    axes = [torch.arange(s, dtype=x.dtype, device=x.device) - s // 2 for s in (d, hh, ww)]
-    z, y, xx = torch.meshgrid(*axes, indexing="ij")
-    p = torch.stack([xx, y, z], dim=-1).reshape(-1, 3)                 # (V, 3) in (x, y, z)
     w = w / w.sum(1, keepdim=True).clamp_min(eps)
-    t = torch.einsum("nv,vi,vj->nij", w, p, p)
+    # both moment tensors in one matmul: T_ij = sum w p_i p_j, M_ijk = sum w p_i p_j p_k
+    m = w @ _moment_basis(tuple(x.shape[-3:]), x.dtype, x.device)     # (N, 9 + 27)
+    t, m3 = m[:, :9].reshape(-1, 3, 3), m[:, 9:].reshape(-1, 3, 3, 3)
     _, vecs = torch.linalg.eigh(t)                                     # ascending
     e = vecs.flip(-1)                                                  # largest moment first
-    proj = p @ e                                                       # (N, V, 3)
-    third = torch.einsum("nv,nvk->nk", w, proj.pow(3))
+    third = torch.einsum("nabc,nak,nbk,nck->nk", m3, e, e, e)          # sum w ((p - c) . e_k)^3
     sign = torch.where(third < 0, -1.0, 1.0).to(x.dtype)
     e1, e2 = e[:, :, 0] * sign[:, :1], e[:, :, 1] * sign[:, 1:2]
     return torch.stack([e1, e2, torch.cross(e1, e2, dim=1)], dim=2)
