@@ -141,7 +141,7 @@ def predict_particles(model_path: str, stack: str, star: str, train_latents: str
     train = pd.read_parquet(train_latents)
     fit = train["split"].isin(["train", "validation"]) & train["class"].isin(classes)
     tmu, tlab = block(train[fit], "mu"), train.loc[fit, "class"].to_numpy(object)
-    est, _ = fit_classifier(tmu, tlab, eval_cfg, seed)  # evaluate's classifier, same grid
+    est, _ = fit_classifier(tmu, tlab, eval_cfg, seed, threads)  # evaluate's, same grid
     present = [c for c in classes if (tlab == c).any()]
     means, thr = unknown_thresholds(tmu, tlab, present, quantile)
     calls = call_particles(mu.astype(float), est.predict(mu.astype(float)), means, thr, present)

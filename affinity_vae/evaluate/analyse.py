@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib.externals.loky import ProcessPoolExecutor
+from threadpoolctl import threadpool_limits
 
 from affinity_vae.attainable import attainability
 from affinity_vae.errors import InputError
@@ -41,7 +44,7 @@ def learned_similarity(lat: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
 def analyse_latents(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.DataFrame,
                     cfg: Mapping[str, Any], seed: int, out: Mapping[str, str],
                     manifest: pd.DataFrame | None = None, dpi: int = 150,
-                    label: str = "") -> dict[str, Any]:
+                    label: str = "", threads: int = 1) -> dict[str, Any]:
     """Everything that needs only the latents table; writes the files named in ``out``.
 
     Args:
@@ -50,9 +53,38 @@ def analyse_latents(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.Data
         out: paths for keys predictions, confusion, confusion_norm, confusion_png,
             confusion_norm_png, similarity, similarity_png, unseen, unseen_png, embedding,
             umap_png, tsne_png (missing keys are skipped).
+        threads: CPU cores to use; with two or more the embeddings are computed in a second
+            process beside the classifier's grid search (which fits ``threads - 1`` grid
+            points at a time). The results do not depend on it.
     Returns:
         metrics (DESIGN.md keys except pose).
     """
+    side = "embedding" in out and threads > 1
+    # one BLAS thread everywhere: the matrices are small, and the rounding of the results must
+    # not depend on the machine's core count (t-SNE's PCA and distances use BLAS too)
+    env = {k: str(classify.BLAS_THREADS) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                   "MKL_NUM_THREADS")}
+    with (ProcessPoolExecutor(1, env=env) if side else nullcontext()) as pool, \
+            threadpool_limits(classify.BLAS_THREADS):
+        emb = pool.submit(embeddings, lat, block(lat, "mu"), cfg, seed) if side else None
+        res = _analyse(lat, classes, affinity, cfg, seed, out, manifest, dpi, label,
+                       max(1, threads - side))
+        if "embedding" in out:
+            all_classes = list(classes) + sorted(set(lat["class"]) - set(classes))
+            emb = emb.result() if side else embeddings(lat, block(lat, "mu"), cfg, seed)
+            write_csv(out["embedding"], emb, index=False)
+            for method, name in (("umap", "UMAP"), ("tsne", "t-SNE")):
+                if f"{method}_png" in out:
+                    figs.embedding_figure(emb, method, all_classes, out[f"{method}_png"],
+                                          f"{label} {name} of mu".strip(), dpi)
+    return res
+
+
+def _analyse(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.DataFrame,
+             cfg: Mapping[str, Any], seed: int, out: Mapping[str, str],
+             manifest: pd.DataFrame | None, dpi: int, label: str, n_jobs: int
+             ) -> dict[str, Any]:
+    """:func:`analyse_latents` but the embeddings; the grid search fits ``n_jobs`` at a time."""
     mu = block(lat, "mu")
     labels = lat["class"].to_numpy(object)
     split = lat["split"].to_numpy(object)
@@ -61,7 +93,7 @@ def analyse_latents(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.Data
     if not test.any():
         raise InputError("no test particles of a training class -- name a test tomogram in "
                          "dataset.splits.test (or folder_splits.test for subtomo_folder)")
-    est, info = classify.fit_classifier(mu[fit], labels[fit], cfg, seed)
+    est, info = classify.fit_classifier(mu[fit], labels[fit], cfg, seed, n_jobs)
     pred = est.predict(mu[test])
     res = metrics.classification_metrics(labels[test], pred, classes)
     res["classifier"] = info
@@ -116,14 +148,6 @@ def analyse_latents(lat: pd.DataFrame, classes: Sequence[str], affinity: pd.Data
                                                               "fraction"]), index=False)
     if "unseen_png" in out:
         figs.unseen_figure(place, classes, out["unseen_png"], dpi)
-    if "embedding" in out:
-        all_classes = list(classes) + sorted(set(labels) - set(classes))
-        emb = embeddings(lat, mu, cfg, seed)
-        write_csv(out["embedding"], emb, index=False)
-        for method, name in (("umap", "UMAP"), ("tsne", "t-SNE")):
-            if f"{method}_png" in out:
-                figs.embedding_figure(emb, method, all_classes, out[f"{method}_png"],
-                                      f"{label} {name} of mu".strip(), dpi)
     return res
 
 

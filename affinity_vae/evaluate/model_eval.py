@@ -297,7 +297,8 @@ def evaluate_variant(model_path: str, stacks: Sequence[str], stars: Sequence[str
         lat.to_parquet(tmp, index=False)
     label = "aVAE" if meta["variant"] == "avae" else "beta-VAE"
     manifest = read_manifest(manifest_path)
-    res = analyse_latents(lat, classes, affinity, cfg, seed, out, manifest, dpi, label)
+    res = analyse_latents(lat, classes, affinity, cfg, seed, out, manifest, dpi, label,
+                          threads)
     res["pose"], rot, frames = (pose_metrics(model, lat, classes, out, dpi, device, manifest,
                                              seed)
                                 if P.shape[1] or len(model.box) == 3 else ({}, None, {}))
