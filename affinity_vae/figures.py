@@ -257,7 +257,8 @@ def fig5(vol_dir: Path, path: str | Path, dpi: int) -> None:
         modes = ["projection", "slice"] if grid.ndim == 5 else ["slice"]
         sub = fig.add_gridspec(len(modes), 1)
         for k, m in enumerate(modes):
-            _montage_axes(fig, sub[k], grid, [f"{name}\n{'z proj.' if m == 'projection' else 'z slice'}"],
+            where = "z proj." if m == "projection" else "z slice"
+            _montage_axes(fig, sub[k], grid, [f"{name}\n{where}"],
                           "latent interpolation (decoded)" if k == 0 else "", m)
     save(fig, path, dpi)
 

@@ -1,14 +1,15 @@
 """`make paper`: the paper's SHREC experiments (Figs. 3-7, Table 1) and Fig. 2, run in order and
 collated into ``results/<prefix>/`` (docs/paper.md).
 
-    python -m affinity_vae.paper run [--cores 2] [--jobs 2] [--structures DIR] [--data DIR] [--quick]
+    python -m affinity_vae.paper run [--cores 2] [--jobs 2] [--structures DIR] [--data DIR]
+                                     [--quick]
     python -m affinity_vae.paper collate [--prefix paper]
 
 ``run`` starts one Snakemake run per entry of :data:`RUNS` (``recon_cnn`` first, with every core:
 it simulates the tomograms and computes the SOAP prior the other SHREC runs read; then the rest,
-``--jobs`` at a time) and then ``collate``. ``collate`` reads each run's ``eval/metrics.json`` and figures and
-writes table1.csv / table1.md (the paper's published numbers, :data:`PUBLISHED`, beside this
-project's), fig2.png .. fig7.png and README.md (one line a figure).
+``--jobs`` at a time) and then ``collate``. ``collate`` reads each run's ``eval/metrics.json`` and
+figures and writes table1.csv / table1.md (the paper's published numbers, :data:`PUBLISHED`,
+beside this project's), fig2.png .. fig7.png and README.md (one line a figure).
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ INCLUDE = re.compile(r"^include:\s*[\"'](?P<path>[^\"']+)[\"']", re.MULTILINE)
 #: every include) and the report stage, which draws the evaluation's outputs (the evaluate
 #: stage's, whose helpers evaluate_functions.smk holds, and the template-matching baseline's);
 #: and evaluate, whose target rule `evaluate` includes the template-matching baseline
-SHARED = {"report.smk": {"evaluate_functions.smk", "template_match.smk"},
-          "evaluate.smk": {"template_match.smk"}}
+SHARED = {"report.smk": {"evaluate_functions.smk", "template_match_functions.smk"},
+          "evaluate.smk": {"template_match_functions.smk"}}
 
 
 def _defs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:

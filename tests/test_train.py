@@ -58,7 +58,7 @@ def make_dataset(folder: Path, per_class: int = 12, splits=("train", "train", "t
     stacks, stars = [], []
     for t, split in enumerate(splits):
         boxes, rows = [], []
-        for ci, c in enumerate(CLASSES):
+        for c in CLASSES:
             for _ in range(per_class):
                 v = np.rot90(shape(c), rng.integers(4), axes=tuple(rng.choice(3, 2, False)))
                 v = v + rng.normal(0, 0.3, v.shape)

@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from affinity_vae.io.atomic import atomic_path  # noqa: E402
+from affinity_vae.io.atomic import atomic_path
 
 
 def save(fig: plt.Figure, path: str | Path, dpi: int = 150) -> None:

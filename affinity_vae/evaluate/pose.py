@@ -215,7 +215,10 @@ def pose_scores(pred: np.ndarray, true: np.ndarray, labels: Sequence[str],
             pooled["pred_c1"].append(err)
             pooled["rand_c1"].append(rand)
     cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
-    med = lambda a: float(np.median(a)) if len(a) else None
+
+    def med(a: np.ndarray) -> float | None:
+        return float(np.median(a)) if len(a) else None
+
     res = _summary(cat["pred"]) | {"random_median_error_deg": med(cat["rand"]),
                                    "true_median_error_deg": med(cat["true"])}
     asym = _summary(cat["pred_c1"])

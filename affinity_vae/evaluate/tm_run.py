@@ -99,7 +99,8 @@ def pose_errors(pred: np.ndarray, true: np.ndarray, labels: Sequence[str],
             point group}; correct: (N,) bool, particles TM classified correctly (or None).
     Returns:
         ({median_error_deg, frac_under_15, frac_under_30, n, random_median_error_deg,
-        asymmetric {the same over the C1 classes}, correct_only {...}, per_class {class: {..., random_median_error_deg, group}},
+        asymmetric {the same over the C1 classes}, correct_only {...},
+        per_class {class: {..., random_median_error_deg, group}},
         skipped {class: why}}, errors (N,) NaN where undefined (spherical classes)).
     """
     labels = np.asarray(labels, dtype=object)

@@ -73,6 +73,8 @@ class GMDDecoder(nn.Module):
     before the learnable scale/offset and convs.
     """
 
+    transfer: torch.Tensor | None    # a buffer (register_buffer), typed for mypy
+
     def __init__(self, box: tuple[int, ...], latent_dims: int, pose_dims: int,
                  n_gaussians: int = 256, hidden: int = 256, sigma_min: float = 0.5,
                  sigma_max: float = 3.0, n_convs: int = 0, conv_channels: int = 8,

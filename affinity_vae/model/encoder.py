@@ -44,6 +44,10 @@ class Encoder(nn.Module):
     after the same low-pass and spherical mask, as its 6D representation; no parameters.
     """
 
+    pose_mask: torch.Tensor          # buffers of the moments head, typed for mypy
+    pose_transfer: torch.Tensor | None
+
+
     def __init__(self, box: tuple[int, ...], channels: int, depth: int, latent_dims: int,
                  pose_dims: int, batch_norm: bool, pose_head: str, pose_channels: int,
                  pose_lowpass: float):

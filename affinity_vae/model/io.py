@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ def load_trained(path: str | os.PathLike, device: str = "cpu"
 
 def rng_state() -> dict[str, Any]:
     """RNG states of torch, numpy and python as tensors and plain lists."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     py_version, py_state, py_gauss = random.getstate()
     return {"torch": torch.get_rng_state(),
             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),

@@ -49,7 +49,7 @@ def sixd_to_matrix(six: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return torch.stack([c1, c2, c3], dim=2)
 
 
-def gaussian_transfer(box: tuple[int, int, int], sigma: float) -> torch.Tensor | None:
+def gaussian_transfer(box: tuple[int, ...], sigma: float) -> torch.Tensor | None:
     """Fourier transfer function (D, H, W // 2 + 1) of a Gaussian blur of ``sigma`` voxels on
     the rfftn grid, or None for sigma 0: exp(-2 pi^2 sigma^2 |k|^2), k in cycles/voxel."""
     if sigma <= 0:
@@ -60,7 +60,7 @@ def gaussian_transfer(box: tuple[int, int, int], sigma: float) -> torch.Tensor |
     return torch.exp(-2 * math.pi ** 2 * sigma ** 2 * (kz ** 2 + ky ** 2 + kx ** 2))
 
 
-def soft_sphere(box: tuple[int, int, int], margin: float = 2.0, edge: float = 2.0
+def soft_sphere(box: tuple[int, ...], margin: float = 2.0, edge: float = 2.0
                 ) -> torch.Tensor:
     """A soft spherical mask (D, H, W) about voxel n // 2: 1 inside radius min(n)/2 - margin -
     edge, a cosine edge of ``edge`` voxels, 0 beyond."""
@@ -81,6 +81,9 @@ class RotationBranch(nn.Module):
     conv (2c -> 2c, dilation 2), each with batch-norm and ReLU, and a 1x1x1 conv to 3 maps on
     the grid of 1/4 the box. Box sides must be divisible by 4.
     """
+
+    mask: torch.Tensor               # buffers (register_buffer), typed for mypy
+    transfer: torch.Tensor | None
 
     def __init__(self, box: tuple[int, ...], channels: int, lowpass_sigma: float):
         super().__init__()

@@ -65,6 +65,7 @@ class AffinityVAE(nn.Module):
         self.encoder = Encoder(self.box, cfg["channels"], cfg["depth"], cfg["latent_dims"],
                                cfg["pose_dims"], cfg["batch_norm"], cfg["pose_head"],
                                cfg["pose_channels"], cfg["pose_lowpass"])
+        self.decoder: CNNDecoder | GMDDecoder
         if cfg["decoder"] == "cnn":
             self.decoder = CNNDecoder(self.box, cfg["channels"], cfg["depth"],
                                       cfg["latent_dims"], cfg["pose_dims"], cfg["batch_norm"])
@@ -100,7 +101,7 @@ class AffinityVAE(nn.Module):
             return None
         if self.has_rotation_head:
             return sixd_to_matrix(pose)
-        if self.config["decoder"] == "gmd":
+        if isinstance(self.decoder, GMDDecoder):
             return self.decoder.rotation(pose)
         return None
 
