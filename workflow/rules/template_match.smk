@@ -33,7 +33,9 @@ rule template_match:
         env("evaluate")
     params:
         tm=config["evaluate"]["tm"],
-        evaluate=config["evaluate"],
+        # only the group definitions of the evaluate section: a classifier change must not
+        # re-run template matching
+        evaluate={k: config["evaluate"][k] for k in ("structural_groups", "groups")},
         report=config["report"],
         seed=config["seed"],
         physics=tm_physics(),
