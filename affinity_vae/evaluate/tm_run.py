@@ -147,8 +147,9 @@ def template_match(stacks: Sequence[str], stars: Sequence[str], affinity_path: s
     predictions, confusion, confusion_norm, confusion_png, poses; missing keys skipped).
 
     Args:
-        cfg: ``structural_groups`` and ``groups`` of the evaluate section; tm_cfg: ``evaluate.tm`` (angular_step_deg,
-            max_shift_vox, lowpass_A, mask_radius_A, rotation_batch);
+        cfg: ``structural_groups`` and ``groups`` of the evaluate section;
+        tm_cfg: ``evaluate.tm`` (angular_step_deg, max_shift_vox, lowpass_A, mask_radius_A,
+            rotation_batch);
         physics: the data's filter ({tilt_range, microscope, dark, invert}, see
             affinity_vae.evaluate.tm.data_transfer) or None.
     Returns:
