@@ -31,7 +31,7 @@ SLOW_FIRST := tests/test_slurm.py tests/test_rerun.py
 SLOW_ORDER := $(SLOW_FIRST) $(filter-out $(SLOW_FIRST),$(sort $(wildcard tests/test_*.py)))
 test: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests; fast=$$?; \
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow $(SLOW_ORDER); slow=$$?; \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=12 -m slow $(SLOW_ORDER); slow=$$?; \
 	test $$fast -eq 0 -a $$slow -eq 0
 
 # snakemake --lint, snakefmt, ruff (pyproject [tool.ruff]) and mypy ([tool.mypy]); part of make test

@@ -62,6 +62,18 @@ def test_cores_partition_the_volume():
     assert (seen == 1).all()
 
 
+def test_decoder_cores_stop_at_the_volume_and_halos_reach_into_the_padding():
+    """Stage D's cores cover the real volume (rounded to 4) once, never the 32-alignment
+    padding beyond it; their halos still reach into that padding, as the untiled pass sees it."""
+    full, limit = (64, 96, 160), (40, 72, 100)
+    seen = np.zeros(full, np.int32)
+    for core, tile, _ in tiles(full, 32, 12, limit):
+        seen[core] += 1
+        assert all(c.stop <= n for c, n in zip(core, limit))
+        assert all(t.stop == min(f, c.stop + 12) for t, c, f in zip(tile, core, full))
+    assert (seen[:40, :72, :100] == 1).all() and seen.sum() == 40 * 72 * 100
+
+
 def test_tiled_output_equals_topaz_untiled(model):
     """32^3 cores on a 32x64x64 volume (4 tiles) reproduce topaz's own untiled pass."""
     from topaz.denoise import Denoise3D
@@ -85,6 +97,11 @@ def test_tiled_equals_untiled_for_shapes_not_multiple_of_32(model):
     tiled = TiledUNet(model, core=32, progress=False)(vol, mean, std)
     assert tiled.shape == vol.shape and tiled.dtype == np.float32
     assert rel_err(tiled, reference) <= 1e-3
+    # several cores per axis, the last ones ending inside the padding (37x70x100 -> 64x96x128)
+    vol = noisy_volume((37, 70, 100), seed=2)
+    mean, std = float(vol.mean()), float(vol.std())
+    tiled = TiledUNet(model, core=32, progress=False)(vol, mean, std)
+    assert rel_err(tiled, untiled(model, vol, mean, std)) <= 1e-5
 
 
 def test_halo_follows_from_the_kernel_sizes(model):

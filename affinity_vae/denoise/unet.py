@@ -25,6 +25,7 @@ All arrays are (z, y, x); network tensors are (1, C, z, y, x) float32.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterator
@@ -92,18 +93,22 @@ def padded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(_round_up(s, ALIGN) for s in shape)
 
 
-def tiles(shape: tuple[int, ...], core: int, halo: int
+def tiles(shape: tuple[int, ...], core: int, halo: int, limit: tuple[int, ...] | None = None
           ) -> Iterator[tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]]:
     """Cut ``shape`` into cores of edge ``core`` with ``halo`` voxels of real neighbouring data
     around them, clipped at the volume border.
 
+    Args:
+        limit: cores end at this shape (<= ``shape``) while their halos may reach beyond it, up
+            to ``shape``: the decoder computes only what is kept, not the alignment padding.
     Yields:
         (core slices in the volume, tile slices in the volume, core slices inside the tile).
     """
-    starts = [range(0, s, core) for s in shape]
+    limit = shape if limit is None else limit
+    starts = [range(0, s, core) for s in limit]
     for corner in np.ndindex(*[len(r) for r in starts]):
         c0 = [starts[a][i] for a, i in enumerate(corner)]
-        c1 = [min(s, c + core) for s, c in zip(shape, c0)]
+        c1 = [min(s, c + core) for s, c in zip(limit, c0)]
         t0 = [max(0, c - halo) for c in c0]
         t1 = [min(s, c + halo) for s, c in zip(shape, c1)]
         yield (tuple(slice(a, b) for a, b in zip(c0, c1)),
@@ -135,7 +140,11 @@ class TiledUNet:
         check_unet(model)
         if core <= 0 or core % ALIGN:
             raise ValueError(f"core must be a positive multiple of {ALIGN}, got {core}")
-        self.model, self.core, self.device, self.progress = model.eval(), core, device, progress
+        self.core, self.device, self.progress = core, device, progress
+        # channels-last 3D on CPU: oneDNN's convolutions 1.2x faster on the pretrained U-Net,
+        # same output to float rounding (docs/denoise.md); a copy, the caller's model is untouched
+        self.fmt = torch.channels_last_3d if device == "cpu" else torch.contiguous_format
+        self.model = copy.deepcopy(model).eval().to(memory_format=self.fmt)
         exact = exact_halos(model)
         self.halos = exact if halo is None else Halos(
             enc=_round_up(halo, 4), dec3=max(2, _round_up(halo // 4, 2)), final=_round_up(halo, 4))
@@ -146,10 +155,10 @@ class TiledUNet:
         real = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(sl, vol.shape))
         block = np.asarray(vol[real], dtype=np.float32)
         out[tuple(slice(0, r.stop - r.start) for r in real)] = (block - mean) / std
-        return torch.from_numpy(out)[None, None].to(self.device)
+        return torch.from_numpy(out)[None, None].to(self.device, memory_format=self.fmt)
 
-    def _loop(self, shape, core, halo, desc):
-        items = list(tiles(shape, core, halo))
+    def _loop(self, shape, core, halo, desc, limit=None):
+        items = list(tiles(shape, core, halo, limit))
         return tqdm(items, desc=desc, unit="tile", disable=not self.progress, mininterval=5)
 
     def _decode_tile(self, x: torch.Tensor, d3: torch.Tensor,
@@ -192,7 +201,8 @@ class TiledUNet:
         q = tuple(s // 4 for s in full)
 
         # stage A: x -> p2 (quarter resolution), tiled
-        p2 = torch.empty((1, m.enc2[0].out_channels, *q), device=self.device)
+        p2 = torch.empty((1, m.enc2[0].out_channels, *q), device=self.device).to(
+            memory_format=self.fmt)
         for core_sl, tile_sl, inner in self._loop(full, self.core, h.enc, "denoise A (encoder)"):
             p2[(0, slice(None), *_scaled(core_sl, 4))] = m.enc2(m.enc1(
                 self._x(vol, tile_sl, mean, std)))[(0, slice(None), *_scaled(inner, 4))]
@@ -209,7 +219,8 @@ class TiledUNet:
         del p3, hh
 
         # stage C: [up(d4), p2] -> dec3 -> d3 (quarter resolution), tiled
-        d3 = torch.empty((1, m.dec3[-2].out_channels, *q), device=self.device)
+        d3 = torch.empty((1, m.dec3[-2].out_channels, *q), device=self.device).to(
+            memory_format=self.fmt)
         for core_sl, tile_sl, inner in self._loop(q, self.core // 4, h.dec3, "denoise C"):
             p2_t = p2[(slice(None), slice(None), *tile_sl)]
             d4_t = d4[(slice(None), slice(None), *_scaled(tile_sl, 2))]
@@ -218,11 +229,14 @@ class TiledUNet:
         del p2, d4
         log.info("stages B, C (coarse levels) done after %.1f s", time.perf_counter() - t_start)
 
-        # stage D: full and half resolution, tiled; the core goes straight into ``out``
+        # stage D: full and half resolution, tiled; the core goes straight into ``out``. Cores
+        # stop at the volume (rounded up to 4 so d3 lines up), not at the padded shape: the
+        # decoder (~90 % of the work) never computes the alignment padding (100 x 200 x 200:
+        # 4.0 M voxels instead of 6.4 M).
         shape = vol.shape
-        for core_sl, tile_sl, inner in self._loop(full, self.core, h.final, "denoise D (decoder)"):
-            if any(c.start >= n for c, n in zip(core_sl, shape)):
-                continue  # a core made only of padding
+        real = tuple(min(f, _round_up(n, 4)) for f, n in zip(full, shape))
+        for core_sl, tile_sl, inner in self._loop(full, self.core, h.final, "denoise D (decoder)",
+                                                  limit=real):
             y = self._decode_tile(self._x(vol, tile_sl, mean, std),
                                   d3[(slice(None), slice(None), *_scaled(tile_sl, 4))], inner)
             keep = tuple(slice(0, min(c.stop, n) - c.start) for c, n in zip(core_sl, shape))
