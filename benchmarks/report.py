@@ -93,7 +93,8 @@ def pipeline_section(scaling: dict, baseline: dict | None, results: dict) -> str
             parts.append(f"**{label}**: {NM} (`python -m benchmarks --pipeline`)")
             continue
         src = t.get("source") or t.get("note", "")
-        parts.append(f"**{label}** (wall {fmt(t.get('wall_s'))} s; {src})\n\n"
+        wall = t.get("wall_s") or (results.get("pipeline_default_wall_s") or {}).get("value")
+        parts.append(f"**{label}** (wall {fmt(wall)} s; {src})\n\n"
                      + table(t["columns"], t["rows"]))
     fig = results.get("pipeline_default_wall_s")
     if fig:
