@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         default = args.from_run is not None or (
             args.config.resolve() == (REPO / "config" / "config.yaml").resolve())
         tag = "" if default else f"_{args.config.stem}"
-        record_table(f"pipeline{tag}", COLUMNS, rows, note=f"{how}; wall {wall:.0f} s")
+        record_table(f"pipeline{tag}", COLUMNS, rows, note=how)  # wall: the figure below
         base = (json.loads(BASELINE.read_text())["wall_s"]
                 if BASELINE.exists() and default else None)
         record(f"pipeline_{'default' if default else args.config.stem}_wall_s", wall, "s",

@@ -201,8 +201,8 @@ class TiledUNet:
         q = tuple(s // 4 for s in full)
 
         # stage A: x -> p2 (quarter resolution), tiled
-        p2 = torch.empty((1, m.enc2[0].out_channels, *q), device=self.device).to(
-            memory_format=self.fmt)
+        p2 = torch.empty((1, m.enc2[0].out_channels, *q), device=self.device,
+                         memory_format=self.fmt)
         for core_sl, tile_sl, inner in self._loop(full, self.core, h.enc, "denoise A (encoder)"):
             p2[(0, slice(None), *_scaled(core_sl, 4))] = m.enc2(m.enc1(
                 self._x(vol, tile_sl, mean, std)))[(0, slice(None), *_scaled(inner, 4))]
@@ -219,8 +219,8 @@ class TiledUNet:
         del p3, hh
 
         # stage C: [up(d4), p2] -> dec3 -> d3 (quarter resolution), tiled
-        d3 = torch.empty((1, m.dec3[-2].out_channels, *q), device=self.device).to(
-            memory_format=self.fmt)
+        d3 = torch.empty((1, m.dec3[-2].out_channels, *q), device=self.device,
+                         memory_format=self.fmt)
         for core_sl, tile_sl, inner in self._loop(q, self.core // 4, h.dec3, "denoise C"):
             p2_t = p2[(slice(None), slice(None), *tile_sl)]
             d4_t = d4[(slice(None), slice(None), *_scaled(tile_sl, 2))]
